@@ -1,0 +1,85 @@
+"""``civicbot wards``: load and list wards and the postcode→ward lookup."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from admin.wards_import import WardFileError, read_wards_csv
+
+app = typer.Typer(help="Wards and the postcode to ward lookup.", no_args_is_help=True)
+DEMO_FILE = Path(__file__).parent / "data" / "demo_wards.csv"
+
+
+@app.command("load")
+def load(
+    file: Path = typer.Argument(..., help="CSV with postcode,ward_code,ward_name[,ward_name_cy]"),
+) -> None:
+    """Load wards and postcodes from FILE (rows for known postcodes are updated)."""
+    from bot.cli import fail, run_db, settings_or_exit
+    from storage import repositories as repo
+    from storage.db import create_engine, session_factory
+
+    settings = settings_or_exit()
+    try:
+        parsed = read_wards_csv(file)
+    except WardFileError as exc:
+        for problem in exc.problems:
+            typer.secho(f"{file.name}: {problem}", err=True, fg=typer.colors.RED)
+        raise fail("nothing was loaded; fix the file and run this again") from None
+
+    async def go() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            async with session_factory(engine)() as session, session.begin():
+                await repo.upsert_wards(session, wards=parsed.wards, postcodes=parsed.postcodes)
+                await repo.audit(
+                    session,
+                    actor="cli",
+                    action="wards_loaded",
+                    subject=file.name,
+                    detail={"wards": len(parsed.wards), "postcodes": len(parsed.postcodes)},
+                    now=_now(),
+                )
+        finally:
+            await engine.dispose()
+
+    run_db(go(), settings)
+    typer.echo(f"loaded {len(parsed.wards)} wards and {len(parsed.postcodes)} postcodes")
+
+
+@app.command("list")
+def list_wards() -> None:
+    """List wards with how many postcodes each has."""
+    from bot.cli import run_db, settings_or_exit
+    from storage import repositories as repo
+    from storage.db import create_engine, session_factory
+
+    settings = settings_or_exit()
+
+    async def go() -> list[tuple[str, str, int]]:
+        engine = create_engine(settings.database_url)
+        try:
+            async with session_factory(engine)() as session:
+                return [(w.code, w.name, n) for w, n in await repo.list_wards(session)]
+        finally:
+            await engine.dispose()
+
+    rows = run_db(go(), settings)
+    if not rows:
+        typer.echo(f"no wards loaded yet; try: civicbot wards load {DEMO_FILE}")
+        return
+    table = Table("code", "ward", "postcodes")
+    for code, name, count in rows:
+        table.add_row(code, name, str(count))
+    Console().print(table)
+
+
+def _now() -> datetime:
+    from bot.clock import SystemClock
+
+    return SystemClock().now()

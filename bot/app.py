@@ -1,0 +1,98 @@
+"""The FastAPI app, built from :class:`bot.services.Services`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bot.services import Services
+from bot.web import simulator
+from storage.db import current_revision, head_revision, upgrade
+
+log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).parent / "web" / "static"
+
+
+class StartupError(Exception):
+    """The app cannot start; the message says what to do."""
+
+
+async def prepare_database(services: Services) -> None:
+    """SQLite (the embedded default) is upgraded automatically; PostgreSQL must already be at
+    the latest revision (``civicbot db upgrade``), so deployments migrate deliberately."""
+    if services.settings.is_sqlite:
+        await upgrade(services.db)
+        return
+    current = await current_revision(services.db)
+    if current != head_revision():
+        raise StartupError(
+            f"the database is at revision {current or 'none'}, not {head_revision()}: "
+            "run `civicbot db upgrade` first"
+        )
+
+
+def build_app(services: Services) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await prepare_database(services)
+        stop = asyncio.Event()
+        tasks = []
+        if services.settings.run_dispatcher:
+            tasks.append(asyncio.create_task(services.dispatcher.run_forever(stop)))
+        try:
+            yield
+        finally:
+            stop.set()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await services.close()
+
+    app = FastAPI(title="civicbot", lifespan=lifespan)
+    app.state.services = services
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {
+                "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
+                "message": str(err.get("msg", "invalid")),
+            }
+            for err in exc.errors()
+        ]
+        summary = "; ".join(
+            f"{p['field']}: {p['message']}" if p["field"] else p["message"] for p in problems
+        )
+        return JSONResponse(status_code=422, content={"detail": summary, "errors": problems})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> JSONResponse:
+        try:
+            await services.check_database()
+        except Exception as exc:  # report, don't crash: this is what monitors poll
+            log.warning("health check failed: %s", exc.__class__.__name__)
+            return JSONResponse(
+                status_code=503, content={"status": "error", "detail": "database unreachable"}
+            )
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/simulator")
+
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    app.include_router(simulator.router(services))
+    return app

@@ -1,0 +1,157 @@
+"""The ``civicbot`` command line. Every command reads settings once, and turns expected
+failures (bad settings, unreachable database, bad files) into one clear line and exit status 2."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from admin import wards_cli
+from bot.settings import Settings, SettingsError, load_settings
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="civicbot: SMS and Telegram engagement for local participatory democracy.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+flows_app = typer.Typer(help="Conversation flows.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(flows_app, name="flows")
+app.add_typer(wards_cli.app, name="wards")
+
+
+def fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(2)
+
+
+def settings_or_exit(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        raise fail(str(exc)) from None
+
+
+def run_db(coro: Coroutine[Any, Any, T], settings: Settings) -> T:
+    """Run a database coroutine; a connection failure becomes a clear message."""
+    try:
+        return asyncio.run(coro)
+    except (OperationalError, OSError) as exc:
+        raise fail(
+            f"cannot reach the database at {_safe_url(settings.database_url)} "
+            f"({exc.__class__.__name__}); check CIVICBOT_DATABASE_URL and that the server is up"
+        ) from None
+    except SQLAlchemyError as exc:
+        raise fail(f"database error: {exc.__class__.__name__}: {exc}".splitlines()[0]) from None
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Interface to listen on (CIVICBOT_HOST)."),
+    port: int = typer.Option(None, help="Port to listen on (CIVICBOT_PORT)."),
+) -> None:
+    """Run the web app, webhooks and the outbox dispatcher."""
+    import uvicorn
+
+    from bot.app import StartupError, build_app, prepare_database
+    from bot.services import build_services
+
+    settings = settings_or_exit(host=host, port=port)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    async def check() -> None:
+        services = build_services(settings)
+        try:
+            await prepare_database(services)
+        finally:
+            await services.close()
+
+    try:
+        run_db(check(), settings)
+    except StartupError as exc:
+        raise fail(str(exc)) from None
+    base = f"http://{settings.host}:{settings.port}"
+    typer.secho(f"civicbot is starting on {base}", fg=typer.colors.GREEN)
+    typer.secho(f"  simulator: {base}/simulator   health: {base}/healthz", fg=typer.colors.GREEN)
+    uvicorn.run(build_app(build_services(settings)), host=settings.host, port=settings.port)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head")) -> None:
+    """Apply migrations up to REVISION (default: the latest)."""
+    from storage.db import create_engine, current_revision, upgrade
+
+    settings = settings_or_exit()
+
+    async def go() -> str | None:
+        engine = create_engine(settings.database_url)
+        try:
+            await upgrade(engine, revision)
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    current = run_db(go(), settings)
+    typer.echo(f"database {_safe_url(settings.database_url)} is at revision {current}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the database's migration revision and the latest one."""
+    from storage.db import create_engine, current_revision, head_revision
+
+    settings = settings_or_exit()
+
+    async def go() -> str | None:
+        engine = create_engine(settings.database_url)
+        try:
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    current = run_db(go(), settings)
+    typer.echo(f"current: {current or 'none'}  latest: {head_revision()}")
+
+
+@flows_app.command("check")
+def flows_check(
+    directory: Path = typer.Argument(None, help="An extra folder of flow YAML files to check."),
+) -> None:
+    """Validate the shipped flows (and DIRECTORY's) without starting anything."""
+    from bot.actions import builtin_actions
+    from flows.library import BUILTIN_DIR, FlowError, load_library
+
+    folders = [BUILTIN_DIR] + ([directory] if directory else [])
+    if directory is not None and not directory.is_dir():
+        raise fail(f"{directory} is not a folder")
+    try:
+        library = load_library(folders, known_actions=builtin_actions())
+    except FlowError as exc:
+        raise fail(str(exc)) from None
+    for flow in library.flows.values():
+        typer.echo(
+            f"{flow.id:<16} {len(flow.nodes):>3} nodes  triggers: {', '.join(flow.triggers)}"
+        )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,93 @@
+"""The composition root: everything civicbot runs on, built from one Settings object.
+
+Features are listed here by hand. Nothing is constructed at import time; tests call
+:func:`build_services` with their own ``Settings`` (and clock, and extra channels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.actions import builtin_actions
+from bot.clock import Clock, SystemClock
+from bot.dispatcher import Dispatcher
+from bot.pipeline import Action, Pipeline
+from bot.settings import Settings
+from channels.base import Channel
+from channels.simulator import STYLES, SimulatorChannel
+from flows.engine import Engine
+from flows.library import FlowLibrary, load_library
+from storage.db import create_engine, session_factory
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    db: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    library: FlowLibrary
+    engine: Engine
+    channels: dict[str, Channel]
+    actions: dict[str, Action]
+    pipeline: Pipeline
+    dispatcher: Dispatcher
+    extras: dict[str, object] = field(default_factory=dict)
+
+    async def check_database(self) -> None:
+        async with self.db.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.db.dispose()
+
+
+def build_services(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    channels: Mapping[str, Channel] | None = None,
+) -> Services:
+    clock = clock or SystemClock()
+    db = create_engine(settings.database_url)
+    sessions = session_factory(db)
+
+    all_channels: dict[str, Channel] = {}
+    for style in STYLES:
+        simulator = SimulatorChannel(style, settings.simulator_rate_per_second)
+        all_channels[simulator.name] = simulator
+    all_channels.update(channels or {})
+
+    actions = builtin_actions()
+    library = load_library(known_actions=actions)
+    engine = Engine(library, timeout=timedelta(minutes=settings.conversation_timeout_minutes))
+    dispatcher = Dispatcher(
+        sessions=sessions, channels=all_channels, clock=clock, settings=settings
+    )
+    pipeline = Pipeline(
+        sessions=sessions,
+        engine=engine,
+        channels=all_channels,
+        actions=actions,
+        clock=clock,
+        default_language=settings.default_language,
+        max_text_chars=settings.max_inbound_chars,
+        on_outbox=dispatcher.wake,
+    )
+    return Services(
+        settings=settings,
+        clock=clock,
+        db=db,
+        sessions=sessions,
+        library=library,
+        engine=engine,
+        channels=all_channels,
+        actions=actions,
+        pipeline=pipeline,
+        dispatcher=dispatcher,
+    )

@@ -1,0 +1,1 @@
+"""civicbot's web app: webhooks, the simulator, health."""

@@ -1,0 +1,25 @@
+"""Cleaning text that arrives from outside before it is stored or shown."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean_text(text: str) -> str:
+    """Drop control characters (PostgreSQL refuses NUL) and lone surrogates (not UTF-8)."""
+    text = text.encode("utf-8", errors="replace").decode("utf-8")
+    return _CONTROL.sub("", text)
+
+
+def clean_json(value: Any) -> Any:
+    """:func:`clean_text` applied to every string in a JSON-like value."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(str(k)): clean_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_json(v) for v in value]
+    return value

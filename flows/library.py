@@ -1,0 +1,85 @@
+"""Loading flows and system strings from YAML, validated, with cross-flow references checked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from flows.model import ActionNode, Flow, LocalText
+
+BUILTIN_DIR = Path(__file__).parent / "library"
+REQUIRED_FLOWS = ("onboarding", "menu", "language")
+
+
+class FlowError(Exception):
+    """A flow file is invalid; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class FlowLibrary:
+    flows: Mapping[str, Flow]
+    strings: Mapping[str, LocalText]
+
+    def flow(self, flow_id: str) -> Flow:
+        return self.flows[flow_id]
+
+    def trigger(self, word: str) -> Flow | None:
+        for flow in self.flows.values():
+            if word in flow.triggers:
+                return flow
+        return None
+
+    def actions(self) -> set[str]:
+        return {
+            node.action
+            for flow in self.flows.values()
+            for node in flow.nodes.values()
+            if isinstance(node, ActionNode)
+        }
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise FlowError(f"{path.name}: cannot read YAML: {exc}") from exc
+
+
+def load_library(
+    directories: Iterable[Path] = (BUILTIN_DIR,), known_actions: Iterable[str] | None = None
+) -> FlowLibrary:
+    """Load every ``*.yaml`` flow (and ``strings.yaml``) from the directories, in order; a later
+    directory may replace a flow by id."""
+    flows: dict[str, Flow] = {}
+    strings: dict[str, LocalText] = {}
+    for directory in directories:
+        for path in sorted(directory.glob("*.yaml")):
+            data = _read_yaml(path)
+            if path.name == "strings.yaml":
+                strings.update(data or {})
+                continue
+            try:
+                flow = Flow.model_validate(data)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise FlowError(f"{path.name}: {where}: {first['msg']}") from None
+            flows[flow.id] = flow
+    for flow in flows.values():
+        missing = flow.flow_references() - flows.keys()
+        if missing:
+            raise FlowError(f"flow {flow.id!r} jumps to unknown flow(s) {sorted(missing)}")
+    for required in REQUIRED_FLOWS:
+        if required not in flows:
+            raise FlowError(f"the {required!r} flow is missing")
+    library = FlowLibrary(flows=flows, strings=strings)
+    if known_actions is not None:
+        unknown = library.actions() - set(known_actions)
+        if unknown:
+            raise FlowError(f"flows call unregistered action(s) {sorted(unknown)}")
+    return library

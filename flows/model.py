@@ -1,0 +1,209 @@
+"""Flow definitions: YAML files validated into these pydantic models.
+
+A flow is a set of nodes keyed by id. Waiting nodes (``choice``, ``multi``, ``input``) send a
+question and wait for the next inbound message; the others run straight through. ``next`` names a
+node in the same flow, or ``flow:<id>`` to jump to another flow's start.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+LocalText = dict[str, str]
+"""Text per language code; ``en`` is required and is the fallback."""
+
+
+def _local_text(value: Any) -> Any:
+    if isinstance(value, str):
+        return {"en": value}
+    return value
+
+
+def _require_english(value: LocalText) -> LocalText:
+    if "en" not in value:
+        raise ValueError("text needs an 'en' version (the fallback language)")
+    return value
+
+
+class _Node(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("text", "error", mode="before", check_fields=False)
+    @classmethod
+    def _coerce_text(cls, value: Any) -> Any:
+        return _local_text(value)
+
+    @field_validator("text", "error", check_fields=False)
+    @classmethod
+    def _check_text(cls, value: LocalText | None) -> LocalText | None:
+        return None if value is None else _require_english(value)
+
+
+class Option(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    text: LocalText
+    value: Any = None  # what is saved; the option id when not given
+    cost: int | None = Field(default=None, ge=0)
+    next: str | None = None
+
+    _coerce = field_validator("text", mode="before")(lambda cls, v: _local_text(v))
+
+    @field_validator("text")
+    @classmethod
+    def _check_text(cls, value: LocalText) -> LocalText:
+        return _require_english(value)
+
+    @property
+    def saved_value(self) -> Any:
+        return self.id if self.value is None else self.value
+
+
+class MessageNode(_Node):
+    type: Literal["message"]
+    text: LocalText
+    next: str | None = None
+
+
+class ChoiceNode(_Node):
+    type: Literal["choice"]
+    text: LocalText
+    options: list[Option] = Field(min_length=1, max_length=12)
+    save_as: str | None = None
+    next: str | None = None
+
+
+class MultiNode(_Node):
+    """Pick several options: between ``min`` and ``max`` of them, and if ``budget`` is set, with
+    option costs adding up to no more than it (participatory budgeting)."""
+
+    type: Literal["multi"]
+    text: LocalText
+    options: list[Option] = Field(min_length=1, max_length=30)
+    min: int = Field(default=1, ge=0)
+    max: int | None = Field(default=None, ge=1)
+    budget: int | None = Field(default=None, ge=0)
+    save_as: str | None = None
+    next: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> MultiNode:
+        if self.max is not None and self.max < self.min:
+            raise ValueError("max must be at least min")
+        if self.budget is not None and any(o.cost is None for o in self.options):
+            raise ValueError("every option needs a cost when the question has a budget")
+        return self
+
+
+class Validation(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["any", "regex", "number", "postcode"] = "any"
+    pattern: str | None = None
+    min: float | None = None
+    max: float | None = None
+    max_length: int = Field(default=500, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Validation:
+        if self.kind == "regex":
+            if not self.pattern:
+                raise ValueError("a regex validation needs a pattern")
+            re.compile(self.pattern)
+        return self
+
+
+class InputNode(_Node):
+    type: Literal["input"]
+    text: LocalText
+    validate_as: Validation = Field(default_factory=Validation, alias="validate")
+    error: LocalText | None = None
+    save_as: str | None = None
+    next: str | None = None
+
+
+class BranchNode(_Node):
+    """Go to ``cases[value]`` where value is ``vars.<name>`` or ``contact.<field>``."""
+
+    type: Literal["branch"]
+    on: str = Field(pattern=r"^(vars|contact)\.[a-z_]+$")
+    cases: dict[str, str]
+    default: str | None = None
+
+
+class ActionNode(_Node):
+    """Call a registered action; continue at ``outcomes[outcome]`` or ``next``."""
+
+    type: Literal["action"]
+    action: str
+    args: dict[str, str] = Field(default_factory=dict)
+    outcomes: dict[str, str] = Field(default_factory=dict)
+    next: str | None = None
+
+
+class EndNode(_Node):
+    type: Literal["end"]
+    text: LocalText | None = None
+
+
+Node = Annotated[
+    MessageNode | ChoiceNode | MultiNode | InputNode | BranchNode | ActionNode | EndNode,
+    Field(discriminator="type"),
+]
+WAITING = (ChoiceNode, MultiNode, InputNode)
+
+
+class Flow(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    title: LocalText
+    triggers: list[str] = Field(default_factory=list)
+    start: str
+    nodes: dict[str, Node]
+
+    _coerce = field_validator("title", mode="before")(lambda cls, v: _local_text(v))
+
+    @field_validator("triggers")
+    @classmethod
+    def _upper(cls, value: list[str]) -> list[str]:
+        return [t.strip().upper() for t in value]
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Flow:
+        if self.start not in self.nodes:
+            raise ValueError(f"start node {self.start!r} is not defined")
+        for node_id, node in self.nodes.items():
+            for target in _targets(node):
+                if not target.startswith("flow:") and target not in self.nodes:
+                    raise ValueError(f"node {node_id!r} points at unknown node {target!r}")
+        return self
+
+    def flow_references(self) -> set[str]:
+        return {
+            t.removeprefix("flow:")
+            for node in self.nodes.values()
+            for t in _targets(node)
+            if t.startswith("flow:")
+        }
+
+
+def _targets(node: BaseModel) -> list[str]:
+    targets: list[str] = []
+    nxt = getattr(node, "next", None)
+    if nxt:
+        targets.append(nxt)
+    for option in getattr(node, "options", []):
+        if option.next:
+            targets.append(option.next)
+    if isinstance(node, BranchNode):
+        targets.extend(node.cases.values())
+        if node.default:
+            targets.append(node.default)
+    if isinstance(node, ActionNode):
+        targets.extend(node.outcomes.values())
+    return targets

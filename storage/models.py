@@ -1,0 +1,159 @@
+"""civicbot's tables. Schema changes go through Alembic (``storage/migrations``) only.
+
+All timestamps are timezone-aware UTC (:class:`storage.types.UTCDateTime`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from storage.types import UTCDateTime
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+class Ward(SQLModel, table=True):
+    __tablename__ = "wards"
+
+    code: str = Field(primary_key=True, max_length=32)
+    name: str = Field(max_length=200)
+    name_cy: str | None = Field(default=None, max_length=200)
+
+
+class PostcodeWard(SQLModel, table=True):
+    """Postcode (normalised: upper case, no spaces) to ward."""
+
+    __tablename__ = "postcode_wards"
+
+    postcode: str = Field(primary_key=True, max_length=8)
+    ward_code: str = Field(foreign_key="wards.code", index=True, max_length=32)
+
+
+class Contact(SQLModel, table=True):
+    """A person, whichever channels they use. FORGET blanks the personal fields."""
+
+    __tablename__ = "contacts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    language: str = Field(default="en", max_length=8)
+    postcode: str | None = Field(default=None, max_length=8)
+    ward_code: str | None = Field(default=None, foreign_key="wards.code", max_length=32)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    consent_at: datetime | None = _ts()
+    opted_out_at: datetime | None = _ts()
+    erased_at: datetime | None = _ts()
+
+
+class ChannelIdentity(SQLModel, table=True):
+    """An address on one channel (a phone number, a Telegram chat id) belonging to a contact."""
+
+    __tablename__ = "channel_identities"
+    __table_args__ = (UniqueConstraint("channel", "address", name="uq_identity_channel_address"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=32)
+    address: str = Field(max_length=64)
+    contact_id: int = Field(foreign_key="contacts.id", index=True)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class Conversation(SQLModel, table=True):
+    """Where one identity is in a flow. Read and written only under that identity's lock."""
+
+    __tablename__ = "conversations"
+
+    id: int | None = Field(default=None, primary_key=True)
+    identity_id: int = Field(foreign_key="channel_identities.id", unique=True)
+    flow_id: str | None = Field(default=None, max_length=64)
+    node_id: str | None = Field(default=None, max_length=64)
+    state: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    expires_at: datetime | None = _ts(index=True)
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class InboundMessage(SQLModel, table=True):
+    __tablename__ = "inbound_messages"
+    __table_args__ = (UniqueConstraint("channel", "provider_id", name="uq_inbound_provider_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=32)
+    provider_id: str = Field(max_length=128)
+    address: str | None = Field(default=None, max_length=64)
+    contact_id: int | None = Field(default=None, foreign_key="contacts.id", index=True)
+    text: str | None = None
+    raw: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    received_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class OutboxStatus(StrEnum):
+    QUEUED = "queued"  # waiting for the dispatcher (new, or a retry)
+    SENDING = "sending"  # claimed by a dispatcher; lease ends at next_attempt_at
+    SENT = "sent"  # accepted by the provider
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"  # permanent failure or attempts exhausted
+    CANCELLED = "cancelled"  # recipient opted out before it went
+
+
+class Priority:
+    """Lower goes first: replies to a person before bulk messages."""
+
+    REPLY = 0
+    BULK = 10
+
+
+class OutboundMessage(SQLModel, table=True):
+    """The outbox: every message is a row here before any send."""
+
+    __tablename__ = "outbound_messages"
+    __table_args__ = (Index("ix_outbox_due", "status", "priority", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=32)
+    address: str | None = Field(default=None, max_length=64)
+    contact_id: int | None = Field(default=None, foreign_key="contacts.id", index=True)
+    inbound_id: int | None = Field(default=None, foreign_key="inbound_messages.id", index=True)
+    content: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    priority: int = Field(default=Priority.REPLY)
+    ignore_opt_out: bool = Field(default=False)
+    status: str = Field(default=OutboxStatus.QUEUED, max_length=16)
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    provider_id: str | None = Field(default=None, max_length=128, index=True)
+    error: str | None = Field(default=None, max_length=500)
+    segments: int | None = None
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    sent_at: datetime | None = _ts()
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class Answer(SQLModel, table=True):
+    """An answer given in a flow. FORGET detaches it from the contact but keeps it counted."""
+
+    __tablename__ = "answers"
+
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: int | None = Field(default=None, foreign_key="contacts.id", index=True)
+    flow_id: str = Field(max_length=64)
+    node_id: str = Field(max_length=64)
+    key: str = Field(max_length=64)
+    value: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class AuditLog(SQLModel, table=True):
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    actor: str = Field(max_length=64)
+    action: str = Field(max_length=64)
+    subject: str | None = Field(default=None, max_length=200)
+    detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))

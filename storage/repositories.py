@@ -1,0 +1,259 @@
+"""Repositories: small functions over a session. They never commit; the caller owns the
+transaction so that state, answers and outbox rows land together or not at all."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from storage.models import (
+    Answer,
+    AuditLog,
+    ChannelIdentity,
+    Contact,
+    Conversation,
+    InboundMessage,
+    OutboundMessage,
+    OutboxStatus,
+    PostcodeWard,
+    Ward,
+)
+
+
+def dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    return (pg_insert if dialect(session) == "postgresql" else sqlite_insert)(table)
+
+
+def compact_postcode(postcode: str) -> str:
+    return "".join(postcode.split()).upper()
+
+
+# ---- inbound ----------------------------------------------------------------------------------
+
+
+async def record_inbound(
+    session: AsyncSession,
+    *,
+    channel: str,
+    provider_id: str,
+    address: str,
+    text: str,
+    raw: dict[str, Any],
+    now: datetime,
+) -> int | None:
+    """Store an inbound message; None when this provider id was seen before (a redelivery)."""
+    stmt = (
+        _insert(session, InboundMessage)
+        .values(
+            channel=channel,
+            provider_id=provider_id,
+            address=address,
+            text=text,
+            raw=raw,
+            received_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["channel", "provider_id"])
+        .returning(col(InboundMessage.id))
+    )
+    result = await session.execute(stmt)
+    row = result.first()
+    return None if row is None else int(row[0])
+
+
+# ---- contacts and identities ------------------------------------------------------------------
+
+
+async def lock_identity(
+    session: AsyncSession, *, channel: str, address: str, now: datetime, language: str
+) -> tuple[ChannelIdentity, Contact]:
+    """The identity for (channel, address), created with a new contact if needed, and locked
+    for the rest of the transaction (``FOR UPDATE`` on PostgreSQL; SQLite's write lock is
+    already held by ``BEGIN IMMEDIATE``)."""
+    query = (
+        select(ChannelIdentity)
+        .where(col(ChannelIdentity.channel) == channel, col(ChannelIdentity.address) == address)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    identity = (await session.execute(query)).scalar_one_or_none()
+    if identity is None:
+        async with session.begin_nested():
+            contact = Contact(language=language, created_at=now)
+            session.add(contact)
+            await session.flush()
+            created = await session.execute(
+                _insert(session, ChannelIdentity)
+                .values(channel=channel, address=address, contact_id=contact.id, created_at=now)
+                .on_conflict_do_nothing(index_elements=["channel", "address"])
+                .returning(col(ChannelIdentity.id))
+            )
+            if created.first() is None:  # another process created it first
+                await session.delete(contact)
+        identity = (await session.execute(query)).scalar_one()
+    contact_row = await session.get(Contact, identity.contact_id, populate_existing=True)
+    assert contact_row is not None
+    return identity, contact_row
+
+
+async def find_identity(
+    session: AsyncSession, *, channel: str, address: str
+) -> ChannelIdentity | None:
+    query = select(ChannelIdentity).where(
+        col(ChannelIdentity.channel) == channel, col(ChannelIdentity.address) == address
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def erase_contact(session: AsyncSession, *, contact_id: int, now: datetime) -> None:
+    """FORGET: remove personal data; anonymous aggregates (answers, counted votes) stay,
+    detached from the person. Inbound rows keep only their provider id (for dedupe)."""
+    await session.execute(
+        update(Answer).where(col(Answer.contact_id) == contact_id).values(contact_id=None)
+    )
+    await session.execute(
+        update(InboundMessage)
+        .where(col(InboundMessage.contact_id) == contact_id)
+        .values(contact_id=None, address=None, text=None, raw=None)
+    )
+    await session.execute(
+        update(OutboundMessage)
+        .where(col(OutboundMessage.contact_id) == contact_id)
+        .values(
+            contact_id=None,
+            address=None,
+            content={},
+        )
+    )
+    identity_ids = select(col(ChannelIdentity.id)).where(
+        col(ChannelIdentity.contact_id) == contact_id
+    )
+    await session.execute(
+        delete(Conversation).where(col(Conversation.identity_id).in_(identity_ids))
+    )
+    await session.execute(
+        delete(ChannelIdentity).where(col(ChannelIdentity.contact_id) == contact_id)
+    )
+    await session.execute(
+        update(Contact)
+        .where(col(Contact.id) == contact_id)
+        .values(
+            language="en",
+            postcode=None,
+            ward_code=None,
+            consent_at=None,
+            opted_out_at=None,
+            erased_at=now,
+        )
+    )
+
+
+# ---- conversations ----------------------------------------------------------------------------
+
+
+async def get_conversation(session: AsyncSession, *, identity_id: int) -> Conversation | None:
+    query = select(Conversation).where(col(Conversation.identity_id) == identity_id)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+# ---- wards ------------------------------------------------------------------------------------
+
+
+async def ward_for_postcode(session: AsyncSession, *, postcode: str) -> Ward | None:
+    query = (
+        select(Ward)
+        .join(PostcodeWard, col(PostcodeWard.ward_code) == col(Ward.code))
+        .where(col(PostcodeWard.postcode) == compact_postcode(postcode))
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def upsert_wards(
+    session: AsyncSession, *, wards: Sequence[Ward], postcodes: Sequence[PostcodeWard]
+) -> None:
+    for ward in wards:
+        await session.merge(ward)
+    await session.flush()
+    for mapping in postcodes:
+        await session.merge(mapping)
+
+
+async def list_wards(session: AsyncSession) -> list[tuple[Ward, int]]:
+    query = (
+        select(Ward, func.count(col(PostcodeWard.postcode)))
+        .outerjoin(PostcodeWard, col(PostcodeWard.ward_code) == col(Ward.code))
+        .group_by(col(Ward.code))
+        .order_by(col(Ward.name))
+    )
+    return [(ward, int(count)) for ward, count in (await session.execute(query)).all()]
+
+
+# ---- outbox -----------------------------------------------------------------------------------
+
+
+async def claim_due(
+    session: AsyncSession,
+    *,
+    channels: Sequence[str],
+    now: datetime,
+    limit: int,
+    lease: timedelta,
+) -> list[OutboundMessage]:
+    """Claim up to ``limit`` due outbox rows for the given channels, replies before bulk.
+
+    A claimed row is ``sending`` with a lease until ``next_attempt_at``; a dispatcher that died
+    mid-send leaves it to be claimed again when the lease runs out. On PostgreSQL the rows are
+    taken ``FOR UPDATE SKIP LOCKED`` so several dispatchers never claim the same row.
+    """
+    query = (
+        select(OutboundMessage)
+        .where(
+            col(OutboundMessage.channel).in_(channels),
+            or_(
+                col(OutboundMessage.status) == OutboxStatus.QUEUED,
+                col(OutboundMessage.status) == OutboxStatus.SENDING,
+            ),
+            col(OutboundMessage.next_attempt_at) <= now,
+        )
+        .order_by(col(OutboundMessage.priority), col(OutboundMessage.id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = list((await session.execute(query)).scalars())
+    for row in rows:
+        row.status = OutboxStatus.SENDING
+        row.attempts += 1
+        row.next_attempt_at = now + lease
+        row.updated_at = now
+    await session.flush()
+    return rows
+
+
+async def audit(
+    session: AsyncSession,
+    *,
+    actor: str,
+    action: str,
+    now: datetime,
+    subject: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    session.add(AuditLog(at=now, actor=actor, action=action, subject=subject, detail=detail))
+
+
+async def link_inbound(session: AsyncSession, *, inbound_id: int, contact_id: int) -> None:
+    await session.execute(
+        update(InboundMessage)
+        .where(col(InboundMessage.id) == inbound_id)
+        .values(contact_id=contact_id)
+    )
