@@ -114,7 +114,7 @@ class Dispatcher:
         return opted
 
     async def _deliver(self, row: OutboundMessage, opted_out: set[int]) -> None:
-        if row.contact_id in opted_out or row.address is None:
+        if (row.contact_id in opted_out and not row.ignore_opt_out) or row.address is None:
             await self._finish(row.id, status=OutboxStatus.CANCELLED, error="recipient opted out")
             return
         channel = self.channels[row.channel]
@@ -123,6 +123,8 @@ class Dispatcher:
             provider_id = await channel.send(row.address, row.content)
         except RecipientOptedOut as exc:
             await self._finish(row.id, status=OutboxStatus.FAILED, error=str(exc), opt_out=True)
+            if row.contact_id is not None:
+                opted_out.add(row.contact_id)  # the rest of this batch is not sent either
         except PermanentError as exc:
             await self._finish(row.id, status=OutboxStatus.FAILED, error=str(exc))
         except RetryableError as exc:

@@ -21,7 +21,7 @@ from bot.settings import Settings
 from channels.base import Channel
 from channels.simulator import STYLES, SimulatorChannel
 from flows.engine import Engine
-from flows.library import FlowLibrary, load_library
+from flows.library import BUILTIN_DIR, FlowLibrary, load_library
 from storage.db import create_engine, session_factory
 
 
@@ -64,7 +64,8 @@ def build_services(
     all_channels.update(channels or {})
 
     actions = builtin_actions()
-    library = load_library(known_actions=actions)
+    flow_dirs = [BUILTIN_DIR] + ([settings.flows_dir] if settings.flows_dir else [])
+    library = load_library(flow_dirs, known_actions=actions)
     engine = Engine(library, timeout=timedelta(minutes=settings.conversation_timeout_minutes))
     dispatcher = Dispatcher(
         sessions=sessions, channels=all_channels, clock=clock, settings=settings

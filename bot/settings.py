@@ -6,6 +6,7 @@ passes the object down. Tests build ``Settings(...)`` directly.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
@@ -33,6 +34,8 @@ class Settings(BaseSettings):
     default_region: str = Field(default="GB", min_length=2, max_length=2)
     timezone: str = "Europe/London"
 
+    # A folder of extra flow YAML files; a flow here replaces a shipped flow with the same id.
+    flows_dir: Path | None = None
     # Conversations waiting for an answer longer than this are closed.
     conversation_timeout_minutes: int = Field(default=24 * 60, ge=1)
     # Inbound text longer than this is cut before it reaches the engine (it is stored whole).

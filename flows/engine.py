@@ -55,6 +55,7 @@ _UK_POSTCODE = re.compile(
     r"^(GIR ?0AA|[A-PR-UWYZ](?:[0-9][0-9A-HJKPSTUW]?|[A-HK-Y][0-9][0-9ABEHMNPRVWXY]?) ?"
     r"[0-9][ABD-HJLNP-UW-Z]{2})$"
 )
+_NUMBER = re.compile(r"[0-9]{1,4}")  # ASCII digits only: "²".isdigit() is True
 _MULTI_SPLIT = re.compile(r"\s*(?:,|;|&|\+|/|\band\b|\ba\b|\bac\b)\s*", re.IGNORECASE)
 
 
@@ -133,8 +134,11 @@ class Engine:
             return
 
         node = self._current_node(run)
+        trigger = self.library.trigger(normalise(inp.text)) if inp.payload is None else None
         if node is None:
             self._idle(run, inp)
+        elif trigger is not None and run.contact.consented and trigger.id != run.state.flow_id:
+            self._start(run, trigger.id)  # a keyword starts its flow, even mid-question
         elif isinstance(node, ChoiceNode | MultiNode | InputNode):
             self._answer(run, node, inp)
         else:  # parked on an action that never resumed: start over rather than get stuck
@@ -246,7 +250,7 @@ class Engine:
 
     def _match_option(self, run: _Run, options: list[Option], text: str) -> Option | None:
         word = normalise(text)
-        if word.isdigit():
+        if _NUMBER.fullmatch(word):
             index = int(word) - 1
             return options[index] if 0 <= index < len(options) else None
         for option in options:
@@ -273,14 +277,18 @@ class Engine:
             if any(i not in by_id for i in ids):
                 return [], self._string(run, "choice_error")
             chosen = [by_id[i] for i in ids]
+        elif (whole := self._match_option(run, node.options, text)) is not None and not (
+            _NUMBER.fullmatch(text.strip())
+        ):
+            chosen = [whole]  # a label that itself contains "and" or a comma
         else:
             for piece in (p for p in _MULTI_SPLIT.split(text.strip()) if p):
                 option = self._match_option(run, node.options, piece)
-                if option is not None and not piece.strip().isdigit():
+                if option is not None and not _NUMBER.fullmatch(piece.strip()):
                     chosen.append(option)
                     continue
                 tokens = piece.split()
-                if tokens and all(t.isdigit() for t in tokens):
+                if tokens and all(_NUMBER.fullmatch(t) for t in tokens):
                     for token in tokens:
                         index = int(token) - 1
                         if not 0 <= index < len(node.options):
@@ -289,7 +297,7 @@ class Engine:
                         chosen.append(node.options[index])
                     continue
                 return [], self._string(run, "multi_error_unknown", item=piece[:40])
-        unique = list(dict.fromkeys(chosen))
+        unique = list({o.id: o for o in chosen}.values())
         if len(unique) < node.min:
             return [], self._string(run, "multi_error_min", min=node.min)
         if node.max is not None and len(unique) > node.max:
@@ -367,7 +375,11 @@ class Engine:
             else:
                 variables[key] = value
         run.state = run.state.model_copy(update={"vars": variables})
-        self._goto(run, node.outcomes.get(result.outcome, node.next))
+        target = node.outcomes.get(result.outcome, node.next)
+        if target is None and result.outcome not in node.outcomes:
+            # An outcome the flow has no path for (usually "error"): say so, don't go silent.
+            run.emit(MessageCreated(self._string(run, "action_failed")))
+        self._goto(run, target)
 
     def _start(self, run: _Run, flow_id: str) -> None:
         flow = self.library.flow(flow_id)
@@ -404,7 +416,7 @@ class Engine:
                 run.emit(self._question(run, flow, node_id, node))
                 return
             elif isinstance(node, BranchNode):
-                value = self._lookup(run, node.on)
+                value = self._lookup(run, node.switch)
                 key = "" if value is None else str(value).lower()
                 target = node.cases.get(key, node.default)
             elif isinstance(node, ActionNode):

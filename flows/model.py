@@ -127,10 +127,10 @@ class InputNode(_Node):
 
 
 class BranchNode(_Node):
-    """Go to ``cases[value]`` where value is ``vars.<name>`` or ``contact.<field>``."""
+    """Go to ``cases[value]`` where value (``switch``) is ``vars.<name>`` or ``contact.<field>``."""
 
     type: Literal["branch"]
-    on: str = Field(pattern=r"^(vars|contact)\.[a-z_]+$")
+    switch: str = Field(pattern=r"^(vars|contact)\.[a-z_]+$")
     cases: dict[str, str]
     default: str | None = None
 

@@ -1,0 +1,211 @@
+"""The outbox dispatcher with a scripted fake channel: retries, permanent failures, opt-outs,
+priorities and leases, on both databases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from bot.clock import FixedClock
+from bot.dispatcher import Dispatcher
+from bot.services import Services
+from channels.base import Content
+from channels.errors import PermanentError, RecipientOptedOut, RetryableError
+from channels.render import render_sms
+from flows.events import MessageCreated
+from storage.models import Contact, OutboundMessage, OutboxStatus, Priority
+
+
+class FakeChannel:
+    """A real Channel implementation whose sends follow a script of outcomes."""
+
+    name = "fake"
+    rate_per_second = 1000.0
+
+    def __init__(self, script: Iterator[Exception | None] | None = None) -> None:
+        self.script = script
+        self.sent: list[tuple[str, str]] = []
+
+    def render(self, message: MessageCreated, language: str = "en") -> Content:
+        return render_sms(message, language)
+
+    async def send(self, address: str, content: Content) -> str | None:
+        outcome = next(self.script, None) if self.script else None
+        if outcome is not None:
+            raise outcome
+        self.sent.append((address, content["text"]))
+        return f"fake-{len(self.sent)}"
+
+
+def dispatcher_for(services: Services, channel: FakeChannel) -> Dispatcher:
+    return Dispatcher(
+        sessions=services.sessions,
+        channels={"fake": channel},
+        clock=services.clock,
+        settings=services.settings,
+    )
+
+
+async def enqueue(
+    services: Services,
+    text: str,
+    *,
+    priority: int = Priority.REPLY,
+    contact_id: int | None = None,
+    ignore_opt_out: bool = False,
+) -> int:
+    now = services.clock.now()
+    row = OutboundMessage(
+        channel="fake",
+        address="+447700900001",
+        contact_id=contact_id,
+        content={"text": text},
+        priority=priority,
+        ignore_opt_out=ignore_opt_out,
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    async with services.sessions() as s, s.begin():
+        s.add(row)
+    assert row.id is not None
+    return row.id
+
+
+async def load(services: Services, row_id: int) -> OutboundMessage:
+    async with services.sessions() as s:
+        row = await s.get(OutboundMessage, row_id)
+    assert row is not None
+    return row
+
+
+async def make_contact(services: Services, opted_out: bool = False) -> int:
+    now = services.clock.now()
+    contact = Contact(created_at=now, opted_out_at=now if opted_out else None)
+    async with services.sessions() as s, s.begin():
+        s.add(contact)
+    assert contact.id is not None
+    return contact.id
+
+
+async def test_sends_and_records_provider_id(any_services: Services) -> None:
+    channel = FakeChannel()
+    row_id = await enqueue(any_services, "hello")
+    assert await dispatcher_for(any_services, channel).run_once() == 1
+    row = await load(any_services, row_id)
+    assert (row.status, row.provider_id, row.attempts) == (OutboxStatus.SENT, "fake-1", 1)
+    assert row.sent_at == any_services.clock.now()
+    assert channel.sent == [("+447700900001", "hello")]
+
+
+async def test_retryable_error_backs_off_then_succeeds(
+    any_services: Services, clock: FixedClock
+) -> None:
+    channel = FakeChannel(iter([RetryableError("429 too many"), RetryableError("500"), None]))
+    dispatcher = dispatcher_for(any_services, channel)
+    row_id = await enqueue(any_services, "retry me")
+    await dispatcher.run_once()
+    row = await load(any_services, row_id)
+    assert (row.status, row.error) == (OutboxStatus.QUEUED, "429 too many")
+    assert row.next_attempt_at == clock.now() + timedelta(seconds=5)
+    assert await dispatcher.run_once() == 0  # not due yet
+    clock.advance(seconds=5)
+    await dispatcher.run_once()
+    row = await load(any_services, row_id)
+    assert row.next_attempt_at == clock.now() + timedelta(seconds=10)  # doubled
+    clock.advance(seconds=10)
+    await dispatcher.run_once()
+    row = await load(any_services, row_id)
+    assert (row.status, row.attempts) == (OutboxStatus.SENT, 3)
+    assert channel.sent == [("+447700900001", "retry me")]
+
+
+async def test_retry_after_from_the_provider_is_respected(
+    services: Services, clock: FixedClock
+) -> None:
+    channel = FakeChannel(iter([RetryableError("slow down", retry_after=60)]))
+    row_id = await enqueue(services, "x")
+    await dispatcher_for(services, channel).run_once()
+    assert (await load(services, row_id)).next_attempt_at == clock.now() + timedelta(seconds=60)
+
+
+async def test_gives_up_after_max_attempts(services: Services, clock: FixedClock) -> None:
+    attempts = services.settings.outbox_max_attempts
+    channel = FakeChannel(iter([RetryableError("down")] * attempts))
+    dispatcher = dispatcher_for(services, channel)
+    row_id = await enqueue(services, "x")
+    for _ in range(attempts):
+        await dispatcher.run_once()
+        clock.advance(hours=2)
+    row = await load(services, row_id)
+    assert (row.status, row.attempts, row.error) == (OutboxStatus.FAILED, attempts, "gave up: down")
+
+
+async def test_permanent_error_fails_once(any_services: Services) -> None:
+    channel = FakeChannel(iter([PermanentError("invalid number")]))
+    row_id = await enqueue(any_services, "x")
+    await dispatcher_for(any_services, channel).run_once()
+    row = await load(any_services, row_id)
+    assert (row.status, row.error, row.attempts) == (OutboxStatus.FAILED, "invalid number", 1)
+
+
+async def test_opted_out_error_opts_the_contact_out(any_services: Services) -> None:
+    contact_id = await make_contact(any_services)
+    channel = FakeChannel(iter([RecipientOptedOut("21610 unsubscribed")]))
+    dispatcher = dispatcher_for(any_services, channel)
+    first = await enqueue(any_services, "one", contact_id=contact_id)
+    second = await enqueue(any_services, "two", contact_id=contact_id, priority=Priority.BULK)
+    await dispatcher.run_once()
+    async with any_services.sessions() as s:
+        contact = await s.get(Contact, contact_id)
+    assert contact is not None and contact.opted_out_at is not None
+    assert (await load(any_services, first)).status == OutboxStatus.FAILED
+    assert (await load(any_services, second)).status == OutboxStatus.CANCELLED
+    third = await enqueue(any_services, "three", contact_id=contact_id)
+    await dispatcher.run_once()
+    assert (await load(any_services, third)).status == OutboxStatus.CANCELLED
+    assert channel.sent == []
+
+
+async def test_opted_out_contacts_get_only_the_stop_confirmation(any_services: Services) -> None:
+    contact_id = await make_contact(any_services, opted_out=True)
+    channel = FakeChannel()
+    bulk = await enqueue(any_services, "news", contact_id=contact_id, priority=Priority.BULK)
+    confirm = await enqueue(
+        any_services, "unsubscribed", contact_id=contact_id, ignore_opt_out=True
+    )
+    await dispatcher_for(any_services, channel).run_once()
+    assert channel.sent == [("+447700900001", "unsubscribed")]
+    assert (await load(any_services, bulk)).status == OutboxStatus.CANCELLED
+    assert (await load(any_services, confirm)).status == OutboxStatus.SENT
+
+
+async def test_replies_go_before_bulk(services: Services) -> None:
+    channel = FakeChannel()
+    for k in range(3):
+        await enqueue(services, f"bulk {k}", priority=Priority.BULK)
+    await enqueue(services, "reply")
+    await dispatcher_for(services, channel).run_once()
+    assert [text for _, text in channel.sent] == ["reply", "bulk 0", "bulk 1", "bulk 2"]
+
+
+async def test_an_adapter_bug_keeps_the_row_for_retry(services: Services) -> None:
+    channel = FakeChannel(iter([KeyError("text")]))
+    row_id = await enqueue(services, "x")
+    await dispatcher_for(services, channel).run_once()
+    row = await load(services, row_id)
+    assert (row.status, row.error) == (OutboxStatus.QUEUED, "unexpected error: KeyError")
+
+
+async def test_simulator_rows_are_marked_sent(services: Services) -> None:
+    from channels.base import InboundMessage
+
+    await services.pipeline.handle(
+        InboundMessage(channel="sim-sms", address="a", provider_id="1", text="hi")
+    )
+    assert await services.dispatcher.run_once() == 1
+    async with services.sessions() as s:
+        statuses = (await s.execute(select(OutboundMessage.status))).scalars().all()
+    assert statuses == [OutboxStatus.SENT]
