@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import typer
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from admin import wards_cli
+from admin import pb_cli, wards_cli
 from bot.settings import Settings, SettingsError, load_settings
 
 T = TypeVar("T")
@@ -28,6 +28,7 @@ flows_app = typer.Typer(help="Conversation flows.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(flows_app, name="flows")
 app.add_typer(wards_cli.app, name="wards")
+app.add_typer(pb_cli.app, name="pb")
 
 
 def fail(message: str) -> typer.Exit:

@@ -1,0 +1,110 @@
+"""Benchmark civicbot's PB tally engine against pabutools (the reference).
+
+    python bench/tally.py [--rule mes-add1] [--cap-seconds 60] [--files NAME ...]
+
+For each shared Pabulib file (../shared/data/pabulib) and a seeded synthetic election
+(100,000 voters, 60 projects, 3-7 approvals each) it prints our time (parsing included,
+in-process), pabutools' time and the ratio. pabutools runs in a child process that is killed
+at the cap; a run that would exceed it is reported as skipped. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from flows.pb.pabulib import read_pabulib  # noqa: E402
+from flows.pb.rules import RuleNotApplicable, selected_ids, tally  # noqa: E402
+from tests.pb import DATA_DIR, pabutools_tally  # noqa: E402
+
+
+def synthetic(path: Path, voters: int = 100_000, projects: int = 60, seed: int = 2026) -> None:
+    rng = random.Random(seed)
+    costs = [rng.randrange(20, 400) * 1000 for _ in range(projects)]
+    lines = ["META", "key;value", f"num_projects;{projects}", f"num_votes;{voters}"]
+    lines += [f"budget;{sum(costs) // 4}", "vote_type;approval", "PROJECTS", "project_id;cost"]
+    lines += [f"{j + 1};{c}" for j, c in enumerate(costs)]
+    lines += ["VOTES", "voter_id;vote"]
+    popularity = [rng.random() ** 2 + 0.05 for _ in range(projects)]
+    for v in range(voters):
+        k = rng.randint(3, 7)
+        chosen: set[int] = set()
+        while len(chosen) < k:
+            chosen.add(rng.choices(range(projects), popularity)[0] + 1)
+        lines.append(f"{v + 1};" + ",".join(map(str, sorted(chosen))))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _ref(path: str, rule: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+    start = time.perf_counter()
+    result = pabutools_tally(path, rule)  # type: ignore[arg-type]
+    queue.put((time.perf_counter() - start, result))
+
+
+def reference(path: Path, rule: str, cap: float) -> tuple[float, list[str]] | None:
+    ctx = mp.get_context("fork")
+    queue: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    proc = ctx.Process(target=_ref, args=(str(path), rule, queue))
+    proc.start()
+    proc.join(cap)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+        return None
+    return queue.get() if not queue.empty() else None  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rule", default="mes-add1", choices=["greedy", "mes", "mes-add1", "phragmen"])
+    ap.add_argument("--cap-seconds", type=float, default=60.0, help="pabutools time cap per run")
+    ap.add_argument("--files", nargs="*", help="file stems to run (default: all + synthetic)")
+    ap.add_argument("--no-reference", action="store_true", help="only time civicbot")
+    args = ap.parse_args()
+
+    paths = sorted(DATA_DIR.glob("*.pb")) if DATA_DIR.is_dir() else []
+    tmp = Path(tempfile.mkdtemp())
+    synth = tmp / "synthetic_100k_60.pb"
+    synthetic(synth)
+    paths.append(synth)
+    if args.files:
+        paths = [p for p in paths if p.stem in args.files]
+
+    print(f"rule={args.rule}; pabutools cap {args.cap_seconds:.0f}s")
+    print(f"{'file':<58} {'voters':>7} {'ours (s)':>9} {'pabutools (s)':>14} {'ratio':>8}  same")
+    for path in paths:
+        start = time.perf_counter()
+        election = read_pabulib(path)
+        try:
+            ours = selected_ids(election, tally(election, args.rule))
+        except RuleNotApplicable:
+            print(
+                f"{path.stem[:58]:<58} {election.num_voters:>7}  n/a: needs approval ballots"
+            )
+            continue
+        t_ours = time.perf_counter() - start
+        ref = None if args.no_reference else reference(path, args.rule, args.cap_seconds)
+        if ref is None:
+            note = "skipped" if args.no_reference else f"> {args.cap_seconds:.0f} (cap)"
+            print(
+                f"{path.stem[:58]:<58} {election.num_voters:>7} {t_ours:>9.3f} {note:>14} {'':>8}"
+            )
+            continue
+        t_ref, ref_sel = ref
+        same = "yes" if ref_sel == ours else "NO"
+        print(
+            f"{path.stem[:58]:<58} {election.num_voters:>7} {t_ours:>9.3f} {t_ref:>14.2f} "
+            f"{t_ref / t_ours:>7.1f}x  {same}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""The participatory-budgeting data model: projects, grouped ballots, an election.
+
+Everything here is immutable and pure. Amounts (costs, the budget, points) are exact
+`fractions.Fraction` values, as written in the Pabulib file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Literal
+
+VoteType = Literal["approval", "cumulative", "scoring", "ordinal"]
+TieBreak = Literal["cost-votes", "lexico"]
+
+TIE_BREAKS: tuple[TieBreak, ...] = ("cost-votes", "lexico")
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    """One project of a PB round."""
+
+    id: str
+    cost: Fraction
+    name: str = ""
+    fields: Mapping[str, str] = field(default_factory=dict)
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BallotGroup:
+    """Identical ballots cast by one or more voters.
+
+    `projects` holds indices into `Election.projects` (ballot order for ordinal ballots,
+    ascending otherwise); `points` is parallel to it for cumulative and scoring ballots.
+    """
+
+    projects: tuple[int, ...]
+    points: tuple[Fraction, ...] | None
+    voters: tuple[str, ...]
+
+    @property
+    def weight(self) -> int:
+        return len(self.voters)
+
+
+@dataclass(frozen=True, slots=True)
+class Election:
+    """A PB instance together with its (grouped) profile."""
+
+    meta: Mapping[str, str]
+    projects: tuple[Project, ...]
+    vote_type: VoteType
+    budget: Fraction
+    groups: tuple[BallotGroup, ...]
+    num_voters: int
+    # Project columns of the original file, kept so that writing it back keeps them.
+    project_columns: tuple[str, ...] = ("project_id", "cost", "name")
+
+    def index_of(self, project_id: str) -> int:
+        for i, p in enumerate(self.projects):
+            if p.id == project_id:
+                return i
+        raise KeyError(project_id)
+
+    def votes(self) -> list[int]:
+        """Number of voters whose ballot names each project (the "votes" used in tie-breaking)."""
+        counts = [0] * len(self.projects)
+        for g in self.groups:
+            for j in g.projects:
+                counts[j] += g.weight
+        return counts
+
+    def utilities(self) -> list[dict[int, Fraction]]:
+        """Per group, the natural satisfaction from each project on the ballot.
+
+        approval: 1 (the rules multiply by the cost where they use cost-satisfaction);
+        cumulative/scoring: the points; ordinal: Borda, `len(ballot) - position - 1`
+        (as pabutools' `Additive_Borda_Sat`, so the last-ranked project scores 0).
+        """
+        out: list[dict[int, Fraction]] = []
+        for g in self.groups:
+            if self.vote_type == "approval":
+                out.append({j: Fraction(1) for j in g.projects})
+            elif self.vote_type == "ordinal":
+                n = len(g.projects)
+                out.append({j: Fraction(n - pos - 1) for pos, j in enumerate(g.projects)})
+            else:
+                assert g.points is not None
+                out.append(dict(zip(g.projects, g.points, strict=True)))
+        return out
+
+
+TieKey = Callable[[int], tuple[object, ...]]
+
+
+def tie_key(election: Election, tie_break: TieBreak) -> TieKey:
+    """Key giving the preferred project the smallest value.
+
+    `cost-votes`: lower cost, then more votes, then project id compared as a string.
+    `lexico`: project id compared as a string (pabutools' default).
+    Project ids are unique, so either key is a total order.
+    """
+    projects = election.projects
+    if tie_break == "lexico":
+        return lambda j: (projects[j].id,)
+    votes = election.votes()
+    return lambda j: (projects[j].cost, -votes[j], projects[j].id)

@@ -1,0 +1,451 @@
+"""Reading, checking and writing Pabulib `.pb` files (https://pabulib.org/format).
+
+A `.pb` file has three `;`-separated sections, each introduced by its name and a header row:
+META (`key;value`), PROJECTS (`project_id;cost;...`) and VOTES (`voter_id;vote;...`).
+
+`parse_pabulib` builds an `Election` and raises `PabulibError` (with a 1-based line number) on
+the first problem that makes the file unusable. `check_pabulib` reads the whole file and
+returns every problem it finds, including ballots that break the limits given in META.
+Identical ballots are grouped while reading, which is what makes large files cheap to tally.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+from flows.pb.model import BallotGroup, Election, Project, VoteType
+
+ProgressFn = Callable[[int, int], None]
+"""Called as `progress(lines_done, lines_total)` while a file is read."""
+
+Severity = Literal["error", "warning"]
+
+REQUIRED_META = ("num_projects", "num_votes", "budget", "vote_type")
+RECOMMENDED_META = ("description", "country", "unit", "instance", "rule", "date_begin", "date_end")
+_VOTE_TYPES: dict[str, VoteType] = {
+    "approval": "approval",
+    "choose-1": "approval",
+    "cumulative": "cumulative",
+    "scoring": "scoring",
+    "ordinal": "ordinal",
+}
+_SECTIONS = ("meta", "projects", "votes")
+_PROGRESS_EVERY = 4096
+
+
+class PabulibError(ValueError):
+    """A Pabulib file that cannot be used; `line` is 1-based (None when not tied to a line)."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        self.message = message
+        self.line = line
+        super().__init__(f"line {line}: {message}" if line is not None else message)
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One problem found by `check_pabulib`."""
+
+    line: int | None
+    severity: Severity
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.line is not None else "file"
+        return f"{where}: {self.severity}: {self.message}"
+
+
+def _number(text: str) -> Fraction:
+    """Parse a Pabulib number exactly (`,` is accepted as the decimal separator)."""
+    cleaned = text.strip().replace(",", ".")
+    if not cleaned:
+        raise ValueError("empty")
+    return Fraction(cleaned)
+
+
+def _split(line: str) -> list[str]:
+    if '"' in line:
+        return next(csv.reader([line], delimiter=";"))
+    return line.split(";")
+
+
+class _Reader:
+    """One pass over the file. In strict mode the first error raises `PabulibError`."""
+
+    def __init__(self, text: str, *, strict: bool, limits: bool, progress: ProgressFn | None):
+        self.lines = text.splitlines()
+        self.strict = strict
+        self.limits = limits
+        self.progress = progress
+        self.issues: list[Issue] = []
+        self.meta: dict[str, str] = {}
+        self.meta_lines: dict[str, int] = {}
+        self.projects: list[Project] = []
+        self.index: dict[str, int] = {}
+        self.project_columns: tuple[str, ...] = ()
+        self.groups: dict[tuple[tuple[int, ...], tuple[Fraction, ...] | None], list[str]] = {}
+        self.num_voters = 0
+        self.seen: set[str] = set()
+        self.vote_type: VoteType | None = None
+        self.budget: Fraction | None = None
+        self.votes_line = 0
+
+    def problem(self, line: int | None, message: str, severity: Severity = "error") -> None:
+        if self.strict and severity == "error":
+            raise PabulibError(message, line)
+        self.issues.append(Issue(line, severity, message))
+
+    def rows(self) -> Iterator[tuple[int, list[str]]]:
+        total = len(self.lines)
+        for i, raw in enumerate(self.lines):
+            if self.progress is not None and i % _PROGRESS_EVERY == 0:
+                self.progress(i, total)
+            line = raw.lstrip("\ufeff") if i == 0 else raw
+            if not line.strip():
+                continue
+            try:
+                row = _split(line)
+            except csv.Error as e:
+                self.problem(i + 1, f"cannot split the line into fields: {e}")
+                continue
+            if len(row) == 1 and not row[0].strip():
+                continue
+            yield i + 1, row
+        if self.progress is not None:
+            self.progress(total, total)
+
+    def read(self) -> None:
+        section = ""
+        header: list[str] = []
+        expect_header = False
+        sections_seen: dict[str, int] = {}
+        for lineno, row in self.rows():
+            first = row[0].strip().lower()
+            if len(row) == 1 and first in _SECTIONS:
+                if first in sections_seen:
+                    self.problem(lineno, f"section {first.upper()} appears twice")
+                if first == "votes":
+                    self.start_votes(lineno, sections_seen)
+                elif first == "projects" and "meta" not in sections_seen:
+                    self.problem(lineno, "PROJECTS section before the META section")
+                section = first
+                sections_seen[first] = lineno
+                expect_header = True
+                continue
+            if not section:
+                self.problem(lineno, "expected a section name (META, PROJECTS or VOTES)")
+                section = "junk"
+                continue
+            if section == "junk":
+                continue
+            if expect_header:
+                header = [h.strip() for h in row]
+                expect_header = False
+                self.check_header(section, header, lineno)
+                continue
+            if section == "meta":
+                self.meta_row(row, lineno)
+            elif section == "projects":
+                self.project_row(row, header, lineno)
+            else:
+                self.vote_row(row, header, lineno)
+        last = len(self.lines)
+        for name in _SECTIONS:
+            if name not in sections_seen:
+                self.problem(last, f"the file has no {name.upper()} section (is it truncated?)")
+        if expect_header:
+            self.problem(last, f"section {section.upper()} has no header row (is it truncated?)")
+        self.final_checks(last)
+
+    def check_header(self, section: str, header: list[str], lineno: int) -> None:
+        needed = {"meta": ("key", "value"), "projects": ("project_id", "cost"), "votes": ("vote",)}
+        if section == "votes" and self.vote_type in ("cumulative", "scoring"):
+            needed["votes"] = ("vote", "points")
+        for col in needed[section]:
+            if col not in header:
+                self.problem(lineno, f"{section.upper()} header has no '{col}' column")
+        if section == "projects":
+            self.project_columns = tuple(header)
+
+    def meta_row(self, row: list[str], lineno: int) -> None:
+        if len(row) < 2:
+            self.problem(lineno, "META rows must be 'key;value'")
+            return
+        key = row[0].strip()
+        if key in self.meta:
+            self.problem(lineno, f"META key '{key}' appears twice", "warning")
+        self.meta[key] = row[1].strip()
+        self.meta_lines[key] = lineno
+
+    def start_votes(self, lineno: int, sections_seen: dict[str, int]) -> None:
+        """VOTES needs the budget and the vote type: check META once, here."""
+        self.votes_line = lineno
+        if "projects" not in sections_seen:
+            self.problem(lineno, "VOTES section before the PROJECTS section")
+        if "meta" not in sections_seen:
+            return
+        meta_end = sections_seen.get("projects", lineno)
+        for key in REQUIRED_META:
+            if key not in self.meta:
+                self.problem(meta_end, f"META has no '{key}' key")
+        for key in RECOMMENDED_META:
+            if key not in self.meta:
+                self.problem(meta_end, f"META has no '{key}' key", "warning")
+        raw_type = self.meta.get("vote_type")
+        if raw_type is not None:
+            vt = _VOTE_TYPES.get(raw_type.strip().lower())
+            if vt is None:
+                self.problem(
+                    self.meta_lines["vote_type"],
+                    f"unsupported vote_type '{raw_type}' (expected one of: "
+                    + ", ".join(_VOTE_TYPES)
+                    + ")",
+                )
+            self.vote_type = vt
+        raw_budget = self.meta.get("budget")
+        if raw_budget is not None:
+            try:
+                self.budget = _number(raw_budget)
+            except (ValueError, ZeroDivisionError):
+                self.problem(self.meta_lines["budget"], f"budget '{raw_budget}' is not a number")
+            else:
+                if self.budget < 0:
+                    self.problem(self.meta_lines["budget"], "budget is negative")
+        for key in ("num_projects", "num_votes", "min_length", "max_length"):
+            if key in self.meta and not self.meta[key].strip().isdigit():
+                self.problem(self.meta_lines[key], f"META '{key}' must be a whole number")
+
+    def fields(self, row: list[str], header: list[str], lineno: int) -> dict[str, str] | None:
+        if len(row) != len(header):
+            extra = row[len(header) :]
+            if len(row) < len(header) or any(x.strip() for x in extra):
+                self.problem(
+                    lineno,
+                    f"expected {len(header)} fields ({';'.join(header)}), found {len(row)}",
+                )
+                return None
+        return {h: v.strip() for h, v in zip(header, row, strict=False)}
+
+    def project_row(self, row: list[str], header: list[str], lineno: int) -> None:
+        f = self.fields(row, header, lineno)
+        if f is None or "project_id" not in f or "cost" not in f:
+            return
+        pid = f["project_id"]
+        if not pid:
+            self.problem(lineno, "empty project_id")
+            return
+        if pid in self.index:
+            self.problem(lineno, f"project '{pid}' is listed twice")
+            return
+        try:
+            cost = _number(f["cost"])
+        except (ValueError, ZeroDivisionError):
+            self.problem(lineno, f"cost '{f['cost']}' of project '{pid}' is not a number")
+            return
+        if cost < 0:
+            self.problem(lineno, f"cost of project '{pid}' is negative")
+            return
+        if cost == 0:
+            self.problem(lineno, f"project '{pid}' costs nothing", "warning")
+        self.index[pid] = len(self.projects)
+        self.projects.append(Project(pid, cost, f.get("name", ""), f, lineno))
+
+    def vote_row(self, row: list[str], header: list[str], lineno: int) -> None:
+        f = self.fields(row, header, lineno)
+        if f is None or "vote" not in f or self.vote_type is None:
+            return
+        voter = f.get("voter_id") or str(self.num_voters + 1)
+        if voter in self.seen:
+            self.problem(lineno, f"voter '{voter}' voted twice")
+        self.seen.add(voter)
+        names = [x.strip() for x in f["vote"].split(",")]
+        names = [x for x in names if x]
+        idx: list[int] = []
+        for name in names:
+            j = self.index.get(name)
+            if j is None:
+                self.problem(lineno, f"vote names unknown project '{name}'")
+                return
+            idx.append(j)
+        if len(set(idx)) != len(idx):
+            self.problem(lineno, f"voter '{voter}' names the same project twice")
+            return
+        points: tuple[Fraction, ...] | None = None
+        if self.vote_type in ("cumulative", "scoring"):
+            raw = [x.strip() for x in f.get("points", "").split(",")]
+            raw = [x for x in raw if x]
+            if len(raw) != len(idx):
+                self.problem(lineno, f"{len(idx)} projects but {len(raw)} points")
+                return
+            try:
+                pts = [_number(x) for x in raw]
+            except (ValueError, ZeroDivisionError):
+                self.problem(lineno, f"points '{f.get('points', '')}' are not numbers")
+                return
+            if any(p < 0 for p in pts):
+                self.problem(lineno, "negative points")
+                return
+            order = sorted(range(len(idx)), key=idx.__getitem__)
+            idx = [idx[k] for k in order]
+            points = tuple(pts[k] for k in order)
+        elif self.vote_type == "approval":
+            idx.sort()
+        if self.limits:
+            self.check_limits(idx, points, lineno)
+        self.groups.setdefault((tuple(idx), points), []).append(voter)
+        self.num_voters += 1
+
+    def check_limits(
+        self, idx: list[int], points: tuple[Fraction, ...] | None, lineno: int
+    ) -> None:
+        m = self.meta
+
+        def limit(key: str) -> Fraction | None:
+            try:
+                return _number(m[key]) if key in m else None
+            except (ValueError, ZeroDivisionError):
+                return None
+
+        n = len(idx)
+        lo, hi = limit("min_length"), limit("max_length")
+        if lo is not None and n < lo:
+            self.problem(
+                lineno, f"vote names {n} projects, fewer than min_length {m['min_length']}"
+            )
+        if hi is not None and n > hi:
+            self.problem(lineno, f"vote names {n} projects, more than max_length {m['max_length']}")
+        cost = sum((self.projects[j].cost for j in idx), Fraction(0))
+        lo, hi = limit("min_sum_cost"), limit("max_sum_cost")
+        if lo is not None and cost < lo:
+            self.problem(lineno, f"vote costs {cost}, less than min_sum_cost {m['min_sum_cost']}")
+        if hi is not None and cost > hi:
+            self.problem(lineno, f"vote costs {cost}, more than max_sum_cost {m['max_sum_cost']}")
+        if points is None:
+            return
+        total = sum(points, Fraction(0))
+        lo, hi = limit("min_sum_points"), limit("max_sum_points")
+        if lo is not None and total < lo:
+            self.problem(lineno, f"{total} points in total, fewer than min_sum_points {lo}")
+        if hi is not None and total > hi:
+            self.problem(lineno, f"{total} points in total, more than max_sum_points {hi}")
+        lo, hi = limit("min_points"), limit("max_points")
+        if lo is not None and any(p < lo for p in points):
+            self.problem(lineno, f"a project gets fewer points than min_points {lo}")
+        if hi is not None and any(p > hi for p in points):
+            self.problem(lineno, f"a project gets more points than max_points {hi}")
+
+    def final_checks(self, last: int) -> None:
+        for key, actual in (("num_projects", len(self.projects)), ("num_votes", self.num_voters)):
+            raw = self.meta.get(key, "").strip()
+            if raw.isdigit() and int(raw) != actual:
+                what = "projects" if key == "num_projects" else "votes"
+                self.problem(
+                    last,
+                    f"META says {key}={raw} but the file has {actual} {what} (is it truncated?)",
+                )
+
+    def election(self) -> Election:
+        assert self.vote_type is not None and self.budget is not None
+        groups = tuple(
+            BallotGroup(idx, pts, tuple(voters)) for (idx, pts), voters in self.groups.items()
+        )
+        return Election(
+            meta=dict(self.meta),
+            projects=tuple(self.projects),
+            vote_type=self.vote_type,
+            budget=self.budget,
+            groups=groups,
+            num_voters=self.num_voters,
+            project_columns=self.project_columns,
+        )
+
+
+def parse_pabulib(text: str, *, progress: ProgressFn | None = None) -> Election:
+    """Parse the text of a `.pb` file; raise `PabulibError` on the first fatal problem."""
+    reader = _Reader(text, strict=True, limits=False, progress=progress)
+    reader.read()
+    return reader.election()
+
+
+def read_pabulib(path: str | Path, *, progress: ProgressFn | None = None) -> Election:
+    """Read and parse a `.pb` file (UTF-8, with or without a byte-order mark)."""
+    return parse_pabulib(_read_text(path), progress=progress)
+
+
+def check_pabulib(text: str, *, progress: ProgressFn | None = None) -> list[Issue]:
+    """Every problem in the file, errors and warnings, in line order."""
+    reader = _Reader(text, strict=False, limits=True, progress=progress)
+    reader.read()
+    return sorted(reader.issues, key=lambda i: (i.line is None, i.line or 0))
+
+
+def _read_text(path: str | Path) -> str:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise PabulibError(f"cannot read {path}: {e.strerror or e}") from e
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise PabulibError("the file is not valid UTF-8", line) from e
+
+
+def read_text(path: str | Path) -> str:
+    """The text of a `.pb` file, with read and decoding problems as `PabulibError`."""
+    return _read_text(path)
+
+
+def _fmt(x: Fraction) -> str:
+    if x.denominator == 1:
+        return str(x.numerator)
+    f = float(x)
+    if Fraction(repr(f)) == x:
+        return repr(f)
+    raise ValueError(f"{x} has no exact decimal form")
+
+
+def _cell(text: str) -> str:
+    if any(c in text for c in ';"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def write_pabulib(election: Election) -> str:
+    """The election as `.pb` text; `parse_pabulib(write_pabulib(e))` gives back `e`'s data."""
+    out: list[str] = ["META", "key;value"]
+    meta = dict(election.meta)
+    meta["num_projects"] = str(len(election.projects))
+    meta["num_votes"] = str(election.num_voters)
+    meta["budget"] = _fmt(election.budget)
+    meta.setdefault("vote_type", election.vote_type)
+    out += [f"{_cell(k)};{_cell(v)}" for k, v in meta.items()]
+    cols = list(election.project_columns)
+    for c in ("project_id", "cost"):
+        if c not in cols:
+            cols.insert(0 if c == "project_id" else 1, c)
+    out += ["PROJECTS", ";".join(cols)]
+    for p in election.projects:
+        values = dict(p.fields)
+        values["project_id"] = p.id
+        values["cost"] = _fmt(p.cost)
+        if "name" in cols:
+            values["name"] = p.name
+        out.append(";".join(_cell(values.get(c, "")) for c in cols))
+    cardinal = election.vote_type in ("cumulative", "scoring")
+    out += ["VOTES", "voter_id;vote;points" if cardinal else "voter_id;vote"]
+    rows: list[tuple[str, str]] = []
+    for g in election.groups:
+        vote = ",".join(election.projects[j].id for j in g.projects)
+        tail = ""
+        if cardinal:
+            assert g.points is not None
+            tail = ";" + ",".join(_fmt(x) for x in g.points)
+        rows += [(v, f"{_cell(v)};{vote}{tail}") for v in g.voters]
+    out += [r for _, r in rows]
+    return "\n".join(out) + "\n"

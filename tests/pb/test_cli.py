@@ -1,0 +1,75 @@
+"""`civicbot pb` through Typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from admin.pb_cli import app
+from tests.pb import pabutools_tally
+from tests.pb.test_pabulib import GOOD
+
+runner = CliRunner()
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "round.pb"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_json_output_equals_pabutools(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD)
+    for rule in ("greedy", "mes", "mes-add1", "phragmen"):
+        result = runner.invoke(app, ["tally", str(path), "--rule", rule, "--json"])
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.stdout)
+        assert out["rule"] == rule
+        assert out["selected"] == pabutools_tally(path, rule)  # type: ignore[arg-type]
+        assert out["budget"] == 100 and out["voters"] == 4 and out["projects"] == 3
+
+
+def test_explain_says_who_paid_and_why_not(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD)
+    result = runner.invoke(app, ["tally", str(path), "--rule", "mes", "--json", "--explain"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    funded = {f["project"]: f for f in out["funded"]}
+    assert "a" in funded
+    assert {p["voter"] for p in funded["a"]["payments"]} == {"1", "2", "3"}
+    assert all(u["why"] for u in out["unfunded"])
+    text = runner.invoke(app, ["tally", str(path), "--rule", "greedy", "--explain"])
+    assert text.exit_code == 0
+    assert "no longer fit" in text.stdout
+
+
+def test_broken_file_exits_2_with_line_number(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD.replace("2;a\n", "2;a,zz\n"))
+    result = runner.invoke(app, ["tally", str(path)])
+    assert result.exit_code == 2
+    assert "line 23" in result.output and "zz" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_truncated_file_exits_2(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD[: GOOD.index("VOTES")])
+    result = runner.invoke(app, ["tally", str(path), "--json"])
+    assert result.exit_code == 2
+    assert "VOTES" in result.output
+
+
+def test_check_reports_problems(tmp_path: Path) -> None:
+    ok = runner.invoke(app, ["check", str(_write(tmp_path, GOOD))])
+    assert ok.exit_code == 0 and "OK" in ok.stdout
+    bad = runner.invoke(app, ["check", str(_write(tmp_path, GOOD.replace("4;c\n", "4;a,b,c\n")))])
+    assert bad.exit_code == 2
+    assert "line 25" in bad.output and "max_length" in bad.output
+
+
+def test_rule_that_does_not_apply_exits_2(tmp_path: Path) -> None:
+    text = GOOD.replace("vote_type;approval", "vote_type;ordinal")
+    result = runner.invoke(app, ["tally", str(_write(tmp_path, text)), "--rule", "phragmen"])
+    assert result.exit_code == 2
+    assert "approval" in result.output
