@@ -20,6 +20,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 run: $(VENV)/.installed-run
 	$(BIN)/civicbot db upgrade
+	$(BIN)/civicbot wards load --if-empty admin/data/demo_wards.csv
 	$(BIN)/civicbot serve
 
 lint: $(VENV)/.installed-test

@@ -18,6 +18,9 @@ DEMO_FILE = Path(__file__).parent / "data" / "demo_wards.csv"
 @app.command("load")
 def load(
     file: Path = typer.Argument(..., help="CSV with postcode,ward_code,ward_name[,ward_name_cy]"),
+    if_empty: bool = typer.Option(
+        False, "--if-empty", help="Only load when no wards exist yet (used by `make run`)."
+    ),
 ) -> None:
     """Load wards and postcodes from FILE (rows for known postcodes are updated)."""
     from bot.cli import fail, run_db, settings_or_exit
@@ -32,10 +35,12 @@ def load(
             typer.secho(f"{file.name}: {problem}", err=True, fg=typer.colors.RED)
         raise fail("nothing was loaded; fix the file and run this again") from None
 
-    async def go() -> None:
+    async def go() -> bool:
         engine = create_engine(settings.database_url)
         try:
             async with session_factory(engine)() as session, session.begin():
+                if if_empty and await repo.list_wards(session):
+                    return False
                 await repo.upsert_wards(session, wards=parsed.wards, postcodes=parsed.postcodes)
                 await repo.audit(
                     session,
@@ -45,11 +50,14 @@ def load(
                     detail={"wards": len(parsed.wards), "postcodes": len(parsed.postcodes)},
                     now=_now(),
                 )
+            return True
         finally:
             await engine.dispose()
 
-    run_db(go(), settings)
-    typer.echo(f"loaded {len(parsed.wards)} wards and {len(parsed.postcodes)} postcodes")
+    if run_db(go(), settings):
+        typer.echo(f"loaded {len(parsed.wards)} wards and {len(parsed.postcodes)} postcodes")
+    else:
+        typer.echo("wards are already loaded; nothing changed")
 
 
 @app.command("list")

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.cli import app
+from storage.db import head_revision
 
 runner = CliRunner()
 DEMO = Path(__file__).resolve().parents[1] / "admin" / "data" / "demo_wards.csv"
@@ -22,16 +23,18 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 def test_upgrade_load_and_list_wards(env: dict[str, str]) -> None:
     result = runner.invoke(app, ["db", "upgrade"], env=env)
     assert result.exit_code == 0, result.output
-    assert "is at revision 0001" in result.output
+    assert f"is at revision {head_revision()}" in result.output
     result = runner.invoke(app, ["wards", "load", str(DEMO)], env=env)
     assert result.exit_code == 0, result.output
     assert "loaded 7 wards and 16 postcodes" in result.output
     again = runner.invoke(app, ["wards", "load", str(DEMO)], env=env)
     assert again.exit_code == 0  # loading twice updates, never duplicates
+    skipped = runner.invoke(app, ["wards", "load", "--if-empty", str(DEMO)], env=env)
+    assert "wards are already loaded; nothing changed" in skipped.output
     listing = runner.invoke(app, ["wards", "list"], env=env)
     assert "Cathays" in listing.output and "DEMO-SPLOTT" in listing.output
     current = runner.invoke(app, ["db", "current"], env=env)
-    assert "current: 0001  latest: 0001" in current.output
+    assert f"current: {head_revision()}  latest: {head_revision()}" in current.output
 
 
 @pytest.mark.parametrize(
