@@ -14,8 +14,11 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from bot.scheduler import build_scheduler
 from bot.services import Services
-from bot.web import simulator
+from bot.telegram_updates import TelegramUpdates
+from bot.web import simulator, telegram, twilio_sms
+from channels.twilio_sms import TwilioSmsChannel
 from storage.db import current_revision, head_revision, upgrade
 
 log = logging.getLogger(__name__)
@@ -48,9 +51,17 @@ def build_app(services: Services) -> FastAPI:
         tasks = []
         if services.settings.run_dispatcher:
             tasks.append(asyncio.create_task(services.dispatcher.run_forever(stop)))
+        scheduler = build_scheduler(services) if services.settings.run_scheduler else None
+        if scheduler is not None:
+            scheduler.start()
+        settings = services.settings
+        if settings.telegram_enabled and settings.telegram_mode == "polling":
+            tasks.append(asyncio.create_task(TelegramUpdates(services).run_polling(stop)))
         try:
             yield
         finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=False)
             stop.set()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
@@ -95,4 +106,9 @@ def build_app(services: Services) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.include_router(simulator.router(services))
+    sms = services.channels.get("sms")
+    if isinstance(sms, TwilioSmsChannel):
+        app.include_router(twilio_sms.router(services, sms))
+    if services.settings.telegram_enabled:
+        app.include_router(telegram.router(services))
     return app

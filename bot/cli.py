@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import typer
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from admin import pb_cli, wards_cli
+from admin import pb_cli, telegram_cli, wards_cli
 from bot.settings import Settings, SettingsError, load_settings
 
 T = TypeVar("T")
@@ -29,6 +29,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(flows_app, name="flows")
 app.add_typer(wards_cli.app, name="wards")
 app.add_typer(pb_cli.app, name="pb")
+app.add_typer(telegram_cli.app, name="telegram")
 
 
 def fail(message: str) -> typer.Exit:

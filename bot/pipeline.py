@@ -7,6 +7,9 @@
    PostgreSQL, so the lock holds across processes), then load the conversation state;
 4. run the engine, running any actions it asks for inside the same transaction;
 5. apply its events: contact changes, answers, outbox rows, conversation state; commit.
+
+MORE (Welsh MWY) is answered before the engine when the latest message to the person was
+paged (SMS): the next stored page is queued and the conversation state is left alone.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock
 from channels.base import Channel, InboundMessage
+from channels.sms_text import is_more_request
 from flows.engine import Engine
 from flows.events import (
     ActionResult,
@@ -156,6 +160,10 @@ class Pipeline:
         assert identity.id is not None and contact.id is not None
         contact_id = contact.id
         await repo.link_inbound(session, inbound_id=inbound_id, contact_id=contact_id)
+        if contact.opted_out_at is None and is_more_request(message.text):
+            page = await self._next_page(session, message, contact_id, inbound_id, now)
+            if page is not None:
+                return InboundResult(duplicate=False, outbox=(page,))
         conversation = await repo.get_conversation(session, identity_id=identity.id)
         state = (
             ConversationState.model_validate(conversation.state)
@@ -194,6 +202,45 @@ class Pipeline:
             conversation.updated_at = now
         await session.flush()
         return InboundResult(duplicate=False, outbox=tuple(outbox))
+
+    async def _next_page(
+        self,
+        session: AsyncSession,
+        message: InboundMessage,
+        contact_id: int,
+        inbound_id: int,
+        now: datetime,
+    ) -> OutboundMessage | None:
+        """MORE: a channel that pages long content (SMS) keeps the unsent pages in
+        ``content["more"]`` of the message; queue the next one. None when nothing waits
+        (then MORE goes to the engine like any other text). The engine never sees pages."""
+        latest = await repo.paged_outbound(session, channel=message.channel, contact_id=contact_id)
+        pages = latest.content.get("more") if latest is not None else None
+        if latest is None or not isinstance(pages, list) or not pages:
+            return None
+        page, rest = pages[0], pages[1:]
+        if not isinstance(page, dict):
+            return None
+        latest.content = {k: v for k, v in latest.content.items() if k != "more"}
+        content: dict[str, Any] = {"text": str(page.get("text", "")), "choices": []}
+        content["segments"] = _int_or_none(page.get("segments"))
+        if rest:
+            content["more"] = rest
+        row = OutboundMessage(
+            channel=message.channel,
+            address=message.address,
+            contact_id=contact_id,
+            inbound_id=inbound_id,
+            content=content,
+            priority=Priority.REPLY,
+            next_attempt_at=now,
+            segments=content["segments"],
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+        await session.flush()
+        return row
 
     async def _run_action(
         self,

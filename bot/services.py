@@ -20,6 +20,8 @@ from bot.pipeline import Action, Pipeline
 from bot.settings import Settings
 from channels.base import Channel
 from channels.simulator import STYLES, SimulatorChannel
+from channels.telegram import ChatLimiter, TelegramChannel
+from channels.twilio_sms import TwilioSmsChannel
 from flows.engine import Engine
 from flows.library import BUILTIN_DIR, FlowLibrary, load_library
 from storage.db import create_engine, session_factory
@@ -44,7 +46,40 @@ class Services:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
+        for channel in self.channels.values():
+            aclose = getattr(channel, "aclose", None)  # adapters holding HTTP clients
+            if aclose is not None:
+                await aclose()
         await self.db.dispose()
+
+
+def twilio_sms_channel(settings: Settings) -> TwilioSmsChannel:
+    assert settings.twilio_account_sid and settings.twilio_auth_token
+    return TwilioSmsChannel(
+        account_sid=settings.twilio_account_sid,
+        auth_token=settings.twilio_auth_token.get_secret_value(),
+        public_url=settings.public_url,
+        from_number=settings.twilio_from_number,
+        messaging_service_sid=settings.twilio_messaging_service_sid,
+        api_base=settings.twilio_api_base,
+        rate_per_second=settings.twilio_mps,
+        max_segments=settings.sms_max_segments,
+        default_region=settings.default_region,
+        timeout=settings.twilio_timeout_seconds,
+    )
+
+
+def telegram_channel(settings: Settings) -> TelegramChannel:
+    assert settings.telegram_token is not None
+    return TelegramChannel(
+        token=settings.telegram_token.get_secret_value(),
+        api_base=settings.telegram_api_base,
+        rate_per_second=settings.telegram_rate_per_second,
+        limiter=ChatLimiter(
+            interval=settings.telegram_chat_interval_seconds,
+            group_per_minute=settings.telegram_group_per_minute,
+        ),
+    )
 
 
 def build_services(
@@ -61,6 +96,12 @@ def build_services(
     for style in STYLES:
         simulator = SimulatorChannel(style, settings.simulator_rate_per_second)
         all_channels[simulator.name] = simulator
+    if settings.sms_enabled:
+        sms = twilio_sms_channel(settings)
+        all_channels[sms.name] = sms
+    if settings.telegram_enabled:
+        telegram = telegram_channel(settings)
+        all_channels[telegram.name] = telegram
     all_channels.update(channels or {})
 
     actions = builtin_actions()

@@ -6,10 +6,11 @@ passes the object down. Tests build ``Settings(...)`` directly.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SUPPORTED_LANGUAGES = ("en", "cy")
@@ -50,6 +51,29 @@ class Settings(BaseSettings):
     outbox_lease_seconds: float = Field(default=120.0, gt=0)
     simulator_rate_per_second: float = Field(default=1000.0, gt=0)
     run_dispatcher: bool = True
+    run_scheduler: bool = True
+
+    # Twilio SMS: enabled when the account SID and auth token are set; sends go from
+    # ``twilio_from_number`` or through ``twilio_messaging_service_sid``.
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from_number: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_api_base: str = "https://api.twilio.com"  # a local fake server in tests
+    twilio_mps: float = Field(default=10.0, gt=0)  # sends per second
+    twilio_timeout_seconds: float = Field(default=15.0, gt=0)
+    sms_max_segments: int = Field(default=3, ge=1, le=10)  # longer content is paged: "Reply MORE"
+
+    # Telegram: enabled when the bot token is set. ``webhook`` mode (the default) needs the
+    # webhook secret and a public URL; ``polling`` suits a laptop with no public URL.
+    telegram_token: SecretStr | None = None
+    telegram_webhook_secret: SecretStr | None = None
+    telegram_api_base: str = "https://api.telegram.org"  # a local Bot API server in tests
+    telegram_mode: Literal["webhook", "polling"] = "webhook"
+    telegram_rate_per_second: float = Field(default=30.0, gt=0)  # all chats together
+    telegram_chat_interval_seconds: float = Field(default=1.0, ge=0)  # between sends to one chat
+    telegram_group_per_minute: int = Field(default=20, ge=1)  # sends to one group
+    scheduler_interval_seconds: float = Field(default=30.0, gt=0)  # how often due jobs run
 
     @field_validator("database_url")
     @classmethod
@@ -70,9 +94,56 @@ class Settings(BaseSettings):
     def _upper_region(cls, value: str) -> str:
         return value.upper()
 
+    @field_validator("twilio_api_base", "telegram_api_base")
+    @classmethod
+    def _api_base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _sms_sender(self) -> Settings:
+        if self.sms_enabled and not (self.twilio_from_number or self.twilio_messaging_service_sid):
+            raise ValueError(
+                "SMS needs CIVICBOT_TWILIO_FROM_NUMBER or CIVICBOT_TWILIO_MESSAGING_SERVICE_SID"
+            )
+        return self
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _telegram_secret_chars(cls, value: SecretStr | None) -> SecretStr | None:
+        # Telegram's own rule for secret_token: 1-256 of A-Z, a-z, 0-9, _ and -.
+        secret = None if value is None else value.get_secret_value()
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @model_validator(mode="after")
+    def _telegram_webhook_secret(self) -> Settings:
+        if (
+            self.telegram_enabled
+            and self.telegram_mode == "webhook"
+            and self.telegram_webhook_secret is None
+        ):
+            raise ValueError(
+                "Telegram webhook mode needs CIVICBOT_TELEGRAM_WEBHOOK_SECRET "
+                "(or set CIVICBOT_TELEGRAM_MODE=polling)"
+            )
+        return self
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def sms_enabled(self) -> bool:
+        """The Twilio SMS channel runs when the account SID and auth token are both set."""
+        return bool(self.twilio_account_sid and self.twilio_auth_token)
+
+    @property
+    def telegram_enabled(self) -> bool:
+        """The Telegram channel runs when the bot token is set."""
+        return self.telegram_token is not None and bool(self.telegram_token.get_secret_value())
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -81,5 +152,7 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
+        if not first["loc"]:  # a rule across settings; its message names them
+            raise SettingsError(f"invalid settings: {first['msg']}") from None
         name = "CIVICBOT_" + "_".join(str(p) for p in first["loc"]).upper()
         raise SettingsError(f"invalid setting {name}: {first['msg']}") from None

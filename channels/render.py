@@ -4,13 +4,20 @@ the web simulator, so the simulator shows exactly what a phone would."""
 from __future__ import annotations
 
 from channels.base import Content
-from channels.sms_text import render_sms_text, segment_count
+from channels.sms_text import DEFAULT_MAX_SEGMENTS, paginate, render_sms_text, segment_count
 from flows.events import MessageCreated
 
 
-def render_sms(message: MessageCreated, language: str = "en") -> Content:
-    text = render_sms_text(message, language)
-    return {"text": text, "choices": [], "segments": segment_count(text)}
+def render_sms(
+    message: MessageCreated, language: str = "en", max_segments: int = DEFAULT_MAX_SEGMENTS
+) -> Content:
+    """SMS content. Text longer than ``max_segments`` is paged: the first page is sent and the
+    rest wait in ``more`` (each ``{"text", "segments"}``) until the person replies MORE."""
+    first, *rest = paginate(render_sms_text(message, language), max_segments, language)
+    content: Content = {"text": first, "choices": [], "segments": segment_count(first)}
+    if rest:
+        content["more"] = [{"text": page, "segments": segment_count(page)} for page in rest]
+    return content
 
 
 def render_telegram(message: MessageCreated, language: str = "en") -> Content:

@@ -7,6 +7,9 @@ code units). Welsh ŵ and ŷ are not in GSM-7, so Welsh text with them goes as U
 
 from __future__ import annotations
 
+import re
+
+from flows.commands import normalise
 from flows.events import MessageCreated
 
 GSM7_BASIC = frozenset(
@@ -41,8 +44,16 @@ _REPLACEMENTS = {
     "\u2007": " ",
     "\u200b": "",
     "\u2022": "-",
+    "\u00ad": "",  # soft hyphen
+    "\u2060": "",  # word joiner
+    "\ufeff": "",  # byte-order mark pasted from documents
     "\t": " ",
 }
+
+DEFAULT_MAX_SEGMENTS = 3
+MORE_WORDS = frozenset({"MORE", "MWY"})
+# Long words are cut into chunks this long so any page (even one UCS-2 segment) can hold one.
+_TOKENS = re.compile(r"\S{1,30}|\s+")
 
 
 def to_gsm7_where_possible(text: str) -> str:
@@ -98,3 +109,52 @@ def render_sms_text(message: MessageCreated, language: str = "en") -> str:
             f"Atebwch {_or_list(numbers, 'neu')}" if welsh else f"Reply {_or_list(numbers, 'or')}"
         )
     return to_gsm7_where_possible("\n".join(lines))
+
+
+def _more_suffix(language: str, page: int, pages: int) -> str:
+    if language == "cy":
+        return f"\n\n({page}/{pages}) Atebwch MWY am fwy"
+    return f"\n\n({page}/{pages}) Reply MORE for more"
+
+
+def paginate(text: str, max_segments: int, language: str = "en") -> list[str]:
+    """Split ``text`` into pages of at most ``max_segments`` segments each, breaking between
+    words; every page but the last ends "Reply MORE". Short text comes back as one page."""
+    if segment_count(text) <= max_segments:
+        return [text]
+    reserve = _more_suffix(language, 99, 99)  # room for the widest page marker
+    # Lines stay whole (a choice is never split from its number) unless one is too long for a
+    # page by itself; then it is broken between words.
+    units: list[str] = []
+    for index, line in enumerate(text.split("\n")):
+        prefix = "\n" if index else ""
+        words = _TOKENS.findall(line)
+        if segment_count(line + reserve) <= max_segments or not words:
+            units.append(prefix + line)
+        else:
+            units.extend([prefix + words[0], *words[1:]])
+    bodies: list[str] = []
+    current = ""
+    for index, token in enumerate(units):
+        candidate = current + token
+        if not current.strip() or segment_count(candidate + reserve) <= max_segments:
+            current = candidate if current.strip() else candidate.lstrip()
+            continue
+        rest = current + "".join(units[index:])
+        if segment_count(rest) <= max_segments:  # the last page needs no "Reply MORE"
+            current = rest
+            break
+        bodies.append(current.rstrip())
+        current = token.lstrip()
+    if current.strip():
+        bodies.append(current.rstrip())
+    total = len(bodies)
+    return [
+        body + _more_suffix(language, n, total) if n < total else body
+        for n, body in enumerate(bodies, start=1)
+    ]
+
+
+def is_more_request(text: str) -> bool:
+    """Whether an inbound message asks for the next page ("MORE", Welsh "MWY")."""
+    return normalise(text) in MORE_WORDS

@@ -56,7 +56,9 @@ _UK_POSTCODE = re.compile(
     r"[0-9][ABD-HJLNP-UW-Z]{2})$"
 )
 _NUMBER = re.compile(r"[0-9]{1,4}")  # ASCII digits only: "²".isdigit() is True
-_MULTI_SPLIT = re.compile(r"\s*(?:,|;|&|\+|/|\band\b|\ba\b|\bac\b)\s*", re.IGNORECASE)
+_MULTI_SPLIT = re.compile(r"\s*(?:,|;|&|\+|/|\band\b)\s*", re.IGNORECASE)
+# Welsh "a"/"ac" (and) split only what is not an option's own words ("Build a skatepark").
+_WELSH_AND = re.compile(r"\s+(?:a|ac)\s+", re.IGNORECASE)
 
 
 def normalise_postcode(text: str) -> str | None:
@@ -282,7 +284,14 @@ class Engine:
         ):
             chosen = [whole]  # a label that itself contains "and" or a comma
         else:
+            pieces: list[str] = []
             for piece in (p for p in _MULTI_SPLIT.split(text.strip()) if p):
+                whole = self._match_option(run, node.options, piece)
+                if whole is None or piece.strip().isdigit():
+                    pieces.extend(p for p in _WELSH_AND.split(piece) if p)
+                else:
+                    pieces.append(piece)
+            for piece in pieces:
                 option = self._match_option(run, node.options, piece)
                 if option is not None and not _NUMBER.fullmatch(piece.strip()):
                     chosen.append(option)

@@ -157,3 +157,50 @@ class AuditLog(SQLModel, table=True):
     action: str = Field(max_length=64)
     subject: str | None = Field(default=None, max_length=200)
     detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class TelegramGroup(SQLModel, table=True):
+    """A Telegram group the bot was added to; an admin assigns it to a ward."""
+
+    __tablename__ = "telegram_groups"
+
+    chat_id: str = Field(primary_key=True, max_length=32)
+    title: str = Field(default="", max_length=255)
+    kind: str = Field(default="group", max_length=16)  # group | supergroup
+    ward_code: str | None = Field(default=None, foreign_key="wards.code", max_length=32)
+    active: bool = Field(default=True)  # False once the bot is removed
+    added_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class TelegramPoll(SQLModel, table=True):
+    """A native, non-anonymous poll sent to a group. ``closes_at`` is the deadline the scheduler
+    acts on, so a restart loses nothing; ``result`` is the count posted when it closed."""
+
+    __tablename__ = "telegram_polls"
+
+    id: int | None = Field(default=None, primary_key=True)
+    chat_id: str = Field(foreign_key="telegram_groups.chat_id", index=True, max_length=32)
+    question: str = Field(max_length=300)
+    options: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    multiple: bool = Field(default=False)
+    telegram_poll_id: str | None = Field(default=None, max_length=64, unique=True)
+    message_id: int | None = None
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    closes_at: datetime | None = _ts(index=True)
+    closed_at: datetime | None = _ts()
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class TelegramPollAnswer(SQLModel, table=True):
+    """A person's current answer to a poll: one row per person, so each counts once. A
+    retraction empties ``option_ids``; every update also stays in ``inbound_messages``."""
+
+    __tablename__ = "telegram_poll_answers"
+    __table_args__ = (UniqueConstraint("poll_id", "contact_id", name="uq_poll_answer_contact"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    poll_id: int = Field(foreign_key="telegram_polls.id", index=True)
+    contact_id: int | None = Field(default=None, foreign_key="contacts.id", index=True)
+    option_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

@@ -23,6 +23,7 @@ from storage.models import (
     OutboundMessage,
     OutboxStatus,
     PostcodeWard,
+    TelegramPollAnswer,
     Ward,
 )
 
@@ -120,6 +121,11 @@ async def erase_contact(session: AsyncSession, *, contact_id: int, now: datetime
     detached from the person. Inbound rows keep only their provider id (for dedupe)."""
     await session.execute(
         update(Answer).where(col(Answer.contact_id) == contact_id).values(contact_id=None)
+    )
+    await session.execute(  # group poll votes stay counted, detached from the person
+        update(TelegramPollAnswer)
+        .where(col(TelegramPollAnswer.contact_id) == contact_id)
+        .values(contact_id=None)
     )
     await session.execute(
         update(InboundMessage)
@@ -257,3 +263,97 @@ async def link_inbound(session: AsyncSession, *, inbound_id: int, contact_id: in
         .where(col(InboundMessage.id) == inbound_id)
         .values(contact_id=contact_id)
     )
+
+
+# ---- delivery (channel status callbacks, paging) ----------------------------------------------
+
+_FINAL_STATUSES = frozenset(
+    {OutboxStatus.DELIVERED, OutboxStatus.UNDELIVERED, OutboxStatus.FAILED, OutboxStatus.CANCELLED}
+)
+
+
+async def record_delivery(
+    session: AsyncSession,
+    *,
+    channel: str,
+    provider_id: str,
+    status: OutboxStatus,
+    provider_status: str,
+    error: str | None,
+    now: datetime,
+) -> OutboundMessage | None:
+    """Record a provider's delivery report on the outbox row it sent as ``provider_id``.
+
+    Reports can arrive out of order, so a final status (delivered, undelivered, failed) is
+    never replaced by an earlier one. The provider's own word is kept in
+    ``content["provider_status"]``. None when no row has that provider id.
+    """
+    query = (
+        select(OutboundMessage)
+        .where(
+            col(OutboundMessage.channel) == channel,
+            col(OutboundMessage.provider_id) == provider_id,
+        )
+        .with_for_update()
+    )
+    row = (await session.execute(query)).scalars().first()
+    if row is None:
+        return None
+    if row.status in _FINAL_STATUSES and status not in _FINAL_STATUSES:
+        return row
+    row.status = status
+    if error is not None:
+        row.error = error[:500]
+    row.content = {**row.content, "provider_status": provider_status}
+    row.updated_at = now
+    return row
+
+
+async def mark_opted_out(
+    session: AsyncSession, *, contact_id: int, actor: str, detail: dict[str, Any], now: datetime
+) -> bool:
+    """Opt a contact out (and audit it); False when they already were."""
+    contact = await session.get(Contact, contact_id)
+    if contact is None or contact.opted_out_at is not None:
+        return False
+    contact.opted_out_at = now
+    await audit(
+        session,
+        actor=actor,
+        action="opted_out",
+        subject=f"contact:{contact_id}",
+        detail=detail,
+        now=now,
+    )
+    return True
+
+
+async def paged_outbound(
+    session: AsyncSession, *, channel: str, contact_id: int
+) -> OutboundMessage | None:
+    """The message with pages still to send (``content["more"]``) among the latest messages to
+    a contact on one channel: the rows queued for the same inbound message as the newest row
+    (a reply can be several messages), or that newest row alone. None when nothing waits."""
+    newest = (
+        select(OutboundMessage)
+        .where(
+            col(OutboundMessage.channel) == channel,
+            col(OutboundMessage.contact_id) == contact_id,
+        )
+        .order_by(col(OutboundMessage.id).desc())
+        .limit(1)
+    )
+    latest = (await session.execute(newest)).scalars().first()
+    if latest is None or latest.inbound_id is None:
+        return latest if latest is not None and latest.content.get("more") else None
+    batch = (
+        select(OutboundMessage)
+        .where(
+            col(OutboundMessage.channel) == channel,
+            col(OutboundMessage.contact_id) == contact_id,
+            col(OutboundMessage.inbound_id) == latest.inbound_id,
+        )
+        .order_by(col(OutboundMessage.id))
+    )
+    rows = (await session.execute(batch)).scalars()
+    return next((row for row in rows if row.content.get("more")), None)

@@ -1,0 +1,156 @@
+"""Sends and delivery reports: status callbacks, opt-outs reported by Twilio, and retries of
+failed REST calls against the fake Twilio server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from channels.errors import PermanentError, RecipientOptedOut, RetryableError
+from channels.twilio_sms import classify_error
+from storage.models import AuditLog, Contact, OutboundMessage, OutboxStatus
+from tests.sms.conftest import SmsBot
+
+STATUS = "/webhooks/twilio/status"
+
+
+async def _contact(bot: SmsBot) -> Contact:
+    async with bot.services.sessions() as session:
+        return (await session.execute(select(Contact))).scalar_one()
+
+
+async def _sent_row(bot: SmsBot) -> OutboundMessage:
+    await bot.converse("JOIN")
+    [row] = await bot.outbox()
+    assert row.provider_id is not None
+    return row
+
+
+async def test_status_callbacks_are_recorded_on_the_outbox_row(sms_bot: SmsBot) -> None:
+    row = await _sent_row(sms_bot)
+    assert row.provider_id is not None
+    for status, expected, provider_status in (
+        ("queued", OutboxStatus.SENT, "queued"),
+        ("sent", OutboxStatus.SENT, "sent"),
+        ("delivered", OutboxStatus.DELIVERED, "delivered"),
+        ("sent", OutboxStatus.DELIVERED, "delivered"),  # late, out of order: final state stays
+    ):
+        response = await sms_bot.status(row.provider_id, status)
+        assert response.status_code == 204
+        [row] = await sms_bot.outbox()
+        assert row.status == expected
+        assert row.content["provider_status"] == provider_status
+    assert row.error is None
+
+
+async def test_undelivered_with_carrier_error_is_permanent_for_that_message(
+    sms_bot: SmsBot,
+) -> None:
+    row = await _sent_row(sms_bot)
+    assert row.provider_id is not None
+    await sms_bot.status(row.provider_id, "undelivered", "30005")
+    [row] = await sms_bot.outbox()
+    assert row.status == OutboxStatus.UNDELIVERED
+    assert row.error is not None and "30005" in row.error
+    assert (await _contact(sms_bot)).opted_out_at is None  # only this message failed
+    assert await sms_bot.dispatch() == []  # and it is not sent again
+
+
+async def test_error_21610_in_a_status_callback_opts_the_contact_out(sms_bot: SmsBot) -> None:
+    row = await _sent_row(sms_bot)
+    assert row.provider_id is not None
+    await sms_bot.status(row.provider_id, "failed", "21610")
+    [row] = await sms_bot.outbox()
+    assert row.status == OutboxStatus.FAILED
+    assert (await _contact(sms_bot)).opted_out_at is not None
+    async with sms_bot.services.sessions() as session:
+        [entry] = (await session.execute(select(AuditLog))).scalars()
+    assert (entry.actor, entry.action) == ("twilio", "opted_out")
+    assert await sms_bot.converse("hello") == []  # silent until START
+
+
+async def test_status_callbacks_must_be_signed(sms_bot: SmsBot) -> None:
+    row = await _sent_row(sms_bot)
+    assert row.provider_id is not None
+    form = {"MessageSid": row.provider_id, "MessageStatus": "failed", "ErrorCode": "21610"}
+    assert (await sms_bot.post(STATUS, form, signature=None)).status_code == 403
+    assert (await sms_bot.post(STATUS, form, signature="Zm9yZ2Vk")).status_code == 403
+    [row] = await sms_bot.outbox()
+    assert row.status == OutboxStatus.SENT
+    assert (await _contact(sms_bot)).opted_out_at is None
+
+
+async def test_status_for_an_unknown_message_is_acknowledged(sms_bot: SmsBot) -> None:
+    assert (await sms_bot.status("SM" + "f" * 32, "delivered")).status_code == 204
+    assert (await sms_bot.post(STATUS, {"MessageSid": "SMx"})).status_code == 400
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+async def test_retryable_rest_error_is_sent_on_retry(sms_bot: SmsBot, status: int) -> None:
+    sms_bot.fake.fail_next(status, code=20429 if status == 429 else None)
+    await sms_bot.text("JOIN")
+    assert await sms_bot.dispatch() == []  # Twilio refused; the dispatcher backs off
+    [row] = await sms_bot.outbox()
+    assert (row.status, row.attempts) == (OutboxStatus.QUEUED, 1)
+    assert row.error is not None and str(status if status != 429 else 20429) in row.error
+
+    sms_bot.clock.advance(seconds=sms_bot.services.settings.outbox_backoff_seconds)
+    [body] = await sms_bot.dispatch()
+    assert body.startswith("Welcome to civicbot")
+    [row] = await sms_bot.outbox()
+    assert (row.status, row.attempts) == (OutboxStatus.SENT, 2)
+    assert len(sms_bot.fake.messages) == 2
+
+
+@pytest.mark.parametrize("sms_overrides", [{"twilio_timeout_seconds": 0.2}])
+async def test_rest_timeout_is_retryable(sms_bot: SmsBot, sms_overrides: dict[str, Any]) -> None:
+    sms_bot.fake.delay_next(1.0)  # longer than CIVICBOT_TWILIO_TIMEOUT_SECONDS
+    await sms_bot.text("JOIN")
+    await sms_bot.dispatch()
+    [row] = await sms_bot.outbox()
+    assert row.status == OutboxStatus.QUEUED
+    assert row.error is not None and "Timeout" in row.error
+
+
+async def test_unsubscribed_recipient_on_send_opts_the_contact_out(sms_bot: SmsBot) -> None:
+    sms_bot.fake.fail_next(400, code=21610, message="Attempt to send to unsubscribed recipient")
+    await sms_bot.text("JOIN")
+    await sms_bot.dispatch()
+    [row] = await sms_bot.outbox()
+    assert row.status == OutboxStatus.FAILED
+    assert (await _contact(sms_bot)).opted_out_at is not None
+
+
+async def test_invalid_number_fails_at_once(sms_bot: SmsBot) -> None:
+    sms_bot.fake.fail_next(400, code=21211, message="Invalid 'To' Phone Number")
+    await sms_bot.text("JOIN")
+    await sms_bot.dispatch()
+    [row] = await sms_bot.outbox()
+    assert (row.status, row.attempts) == (OutboxStatus.FAILED, 1)
+    assert row.error is not None and "21211" in row.error
+    sms_bot.clock.advance(hours=1)
+    assert await sms_bot.dispatch() == []
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected"),
+    [
+        (400, 21610, RecipientOptedOut),
+        (None, 21610, RecipientOptedOut),
+        (None, 30003, PermanentError),
+        (None, 30008, PermanentError),
+        (429, 20429, RetryableError),
+        (429, None, RetryableError),
+        (500, 20500, RetryableError),
+        (502, None, RetryableError),
+        (None, None, RetryableError),  # no answer: timeout, refused connection
+        (400, 21211, PermanentError),
+        (401, 20003, PermanentError),
+    ],
+)
+def test_twilio_errors_map_to_one_typed_set(
+    status: int | None, code: int | None, expected: type[Exception]
+) -> None:
+    assert type(classify_error(status=status, code=code)) is expected

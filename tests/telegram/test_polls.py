@@ -1,0 +1,274 @@
+"""Groups and native polls: registration, wards, sending, answers and retractions, closing on
+time (the scheduler's job) and from the CLI, and the result post."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from bot.app import build_app
+from bot.cli import app as cli
+from bot.clock import FixedClock
+from bot.scheduler import build_scheduler
+from bot.services import build_services
+from bot.telegram_updates import PollError, TelegramUpdates
+from storage.models import TelegramPoll, TelegramPollAnswer
+from tests.telegram.conftest import (
+    GROUP,
+    SECRET,
+    TOKEN,
+    USER,
+    FakeBotApi,
+    TelegramBot,
+    telegram_settings,
+)
+from tests.telegram.test_webhook import member_update
+
+runner = CliRunner()
+
+
+def poll_answer(tg_ids: Any, poll_id: str, user: int, options: list[int]) -> dict[str, Any]:
+    return {
+        "update_id": next(tg_ids),
+        "poll_answer": {
+            "poll_id": poll_id,
+            "user": {"id": user, "is_bot": False, "first_name": f"Voter {user}"},
+            "option_ids": options,
+            "option_persistent_ids": [str(i) for i in options],
+        },
+    }
+
+
+async def test_poll_answers_retractions_and_closing_on_time(tg: TelegramBot) -> None:
+    await tg.post(member_update(tg, "member"))
+    updates = TelegramUpdates(tg.services)
+    poll = await updates.send_poll(
+        chat_id=str(GROUP),
+        question="What should we fix first?",
+        options=["Potholes", "Street lights", "Bins"],
+        multiple=False,
+        closes_at=tg.clock.now() + timedelta(hours=1),
+    )
+    sent = tg.fake.sent("sendPoll")[-1]
+    assert sent["is_anonymous"] is False and sent["allows_multiple_answers"] is False
+    assert sent["chat_id"] == str(GROUP)
+    assert poll.telegram_poll_id is not None
+
+    ids = tg.update_ids
+    for user, options in [(1, [0]), (2, [1]), (3, [1]), (2, []), (2, [0]), (3, [])]:
+        response = await tg.post(poll_answer(ids, poll.telegram_poll_id, user, options))
+        assert response.status_code == 200
+    redelivered = poll_answer(ids, poll.telegram_poll_id, 4, [2])
+    await tg.post(redelivered)
+    assert (await tg.post(redelivered)).json()["outcome"] == "duplicate"
+    async with tg.services.sessions() as s:
+        rows = list((await s.execute(select(TelegramPollAnswer))).scalars())
+    assert sorted(r.option_ids for r in rows) == [[], [0], [0], [2]]  # 3 retracted
+
+    assert await updates.close_due_polls() == 0  # not yet due
+    assert tg.fake.sent("stopPoll") == []
+    tg.clock.advance(hours=1)
+    assert await updates.close_due_polls() == 1
+    assert tg.fake.sent("stopPoll")[-1]["message_id"] == str(poll.message_id)
+    await tg.dispatch()
+    post = tg.fake.sent("sendMessage")[-1]
+    assert post["chat_id"] == str(GROUP)
+    assert post["text"] == (
+        "Poll closed: What should we fix first?\n"
+        "• Potholes: 2 votes (67%)\n"
+        "• Street lights: 0 votes (0%)\n"
+        "• Bins: 1 vote (33%)\n"
+        "3 people voted."
+    )
+    async with tg.services.sessions() as s:
+        stored = await s.get(TelegramPoll, poll.id)
+    assert stored is not None and stored.closed_at == tg.clock.now()
+    assert stored.result == {"counts": [2, 0, 1], "voters": 3}
+    assert await updates.close_due_polls() == 0  # closed once
+    late = await tg.post(poll_answer(ids, poll.telegram_poll_id, 5, [1]))
+    assert late.json()["outcome"] == "ignored: poll closed"
+
+
+async def test_poll_limits_are_checked_before_sending(tg: TelegramBot) -> None:
+    await tg.post(member_update(tg, "member"))
+    updates = TelegramUpdates(tg.services)
+    bad: list[tuple[str, list[str], str]] = [
+        ("x" * 301, ["a", "b"], "301 characters"),
+        ("Q", ["only one"], "2 to 12 options"),
+        ("Q", [str(n) for n in range(13)], "2 to 12 options"),
+        ("Q", ["a", "b" * 101], "101 characters"),
+        ("Q", ["same", "same"], "must differ"),
+    ]
+    for question, options, message in bad:
+        with pytest.raises(PollError, match=message):
+            await updates.send_poll(
+                chat_id=str(GROUP), question=question, options=options, multiple=False,
+                closes_at=None,
+            )
+    with pytest.raises(PollError, match="no Telegram group"):
+        await updates.send_poll(
+            chat_id="-42", question="Q", options=["a", "b"], multiple=False, closes_at=None
+        )
+    assert tg.fake.sent("sendPoll") == []
+
+
+async def test_scheduler_has_the_close_polls_job(tg: TelegramBot) -> None:
+    scheduler = build_scheduler(tg.services)
+    assert [job.id for job in scheduler.get_jobs()] == ["telegram_close_due_polls"]
+
+
+def test_cli_groups_assign_poll_and_close(tmp_path: Path, fake_api: FakeBotApi) -> None:
+    db = f"sqlite+aiosqlite:///{tmp_path}/cli.db"
+    env = {
+        "CIVICBOT_DATABASE_URL": db,
+        "CIVICBOT_PUBLIC_URL": "https://bot.example.org",
+        "CIVICBOT_TELEGRAM_TOKEN": TOKEN,
+        "CIVICBOT_TELEGRAM_WEBHOOK_SECRET": SECRET,
+        "CIVICBOT_TELEGRAM_API_BASE": fake_api.url,
+        "CIVICBOT_TELEGRAM_CHAT_INTERVAL_SECONDS": "0",
+    }
+
+    def civicbot(*args: str) -> str:
+        result = runner.invoke(cli, list(args), env=env)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    civicbot("db", "upgrade")
+    civicbot("wards", "load", str(Path("admin/data/demo_wards.csv").resolve()))
+    assert "no groups yet" in civicbot("telegram", "groups")
+
+    async def post(updates: list[dict[str, Any]]) -> None:
+        settings = telegram_settings(db, fake_api.url)
+        services = build_services(settings, clock=FixedClock())
+        transport = httpx.ASGITransport(app=build_app(services))
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                for update in updates:
+                    response = await client.post(
+                        "/webhooks/telegram",
+                        json=update,
+                        headers={"X-Telegram-Bot-Api-Secret-Token": SECRET},
+                    )
+                    assert response.status_code == 200
+        finally:
+            await services.close()
+
+    class Ids:
+        n = 1000
+
+        def next_id(self) -> int:
+            self.n += 1
+            return self.n
+
+    ids = Ids()
+    asyncio.run(post([member_update(ids, "member")]))  # type: ignore[arg-type]
+    listed = civicbot("telegram", "groups")
+    assert str(GROUP) in listed and "Riverside neighbours" in listed
+
+    civicbot("telegram", "assign", str(GROUP), "DEMO-CATHAYS")
+    assert "DEMO-CATHAYS" in civicbot("telegram", "groups")
+    wrong = runner.invoke(cli, ["telegram", "assign", str(GROUP), "NOPE"], env=env)
+    assert wrong.exit_code == 2 and "no ward with code NOPE" in wrong.output
+
+    too_few = runner.invoke(
+        cli, ["telegram", "poll", "--chat", str(GROUP), "--question", "Q", "--option", "A"], env=env
+    )
+    assert too_few.exit_code == 2 and "2 to 12 options" in too_few.output
+    naive = runner.invoke(
+        cli,
+        ["telegram", "poll", "--chat", str(GROUP), "--question", "Q", "--option", "A",
+         "--option", "B", "--close-at", "2026-03-01T18:00"],
+        env=env,
+    )
+    assert naive.exit_code == 2 and "time zone" in naive.output
+    assert fake_api.sent("sendPoll") == []
+
+    out = civicbot(
+        "telegram", "poll", "--chat", str(GROUP), "--question", "Which first?",
+        "--option", "Park", "--option", "Lights", "--multiple",
+        "--close-at", "2030-01-01T18:00:00Z",
+    )
+    assert out.startswith("poll 1 sent") and "2030-01-01 18:00" in out
+    sent = fake_api.sent("sendPoll")[-1]
+    assert sent["is_anonymous"] is False and sent["allows_multiple_answers"] is True
+    poll_id = str(fake_api.calls[-1].result["poll"]["id"])
+
+    counter = iter(range(2000, 3000))
+    asyncio.run(
+        post([
+            poll_answer(counter, poll_id, 11, [0, 1]),
+            poll_answer(counter, poll_id, 12, [1]),
+            poll_answer(counter, poll_id, 13, [0]),
+            poll_answer(counter, poll_id, 13, []),
+        ])
+    )
+    out = civicbot("telegram", "close-poll", "1")
+    assert "2 voted" in out and "[1, 2]" in out
+    assert fake_api.sent("stopPoll")
+    post_text = fake_api.sent("sendMessage")[-1]
+    assert post_text["chat_id"] == str(GROUP) and "• Lights: 2 votes" in post_text["text"]
+    again = runner.invoke(cli, ["telegram", "close-poll", "1"], env=env)
+    assert again.exit_code == 2 and "closed at" in again.output
+
+
+def test_cli_webhook_commands(tmp_path: Path, fake_api: FakeBotApi) -> None:
+    env = {
+        "CIVICBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cli.db",
+        "CIVICBOT_PUBLIC_URL": "https://bot.example.org",
+        "CIVICBOT_TELEGRAM_TOKEN": TOKEN,
+        "CIVICBOT_TELEGRAM_WEBHOOK_SECRET": SECRET,
+        "CIVICBOT_TELEGRAM_API_BASE": fake_api.url,
+    }
+    result = runner.invoke(cli, ["telegram", "set-webhook"], env=env)
+    assert result.exit_code == 0, result.output
+    hook = fake_api.sent("setWebhook")[-1]
+    assert hook["url"] == "https://bot.example.org/webhooks/telegram"
+    assert hook["secret_token"] == SECRET
+    assert set(hook["allowed_updates"]) == {
+        "message", "callback_query", "my_chat_member", "poll_answer"
+    }
+    commands = fake_api.sent("setMyCommands")[-1]["commands"]
+    assert {c["command"] for c in commands} >= {"start", "help", "stop"}
+    result = runner.invoke(cli, ["telegram", "delete-webhook"], env=env)
+    assert result.exit_code == 0 and fake_api.sent("deleteWebhook")
+
+    unset = runner.invoke(cli, ["telegram", "groups"], env={**env, "CIVICBOT_TELEGRAM_TOKEN": ""})
+    assert unset.exit_code == 2 and "CIVICBOT_TELEGRAM_TOKEN" in unset.output
+
+
+async def test_forget_detaches_poll_votes_but_keeps_them_counted(tg: TelegramBot) -> None:
+    await tg.post(member_update(tg, "member"))
+    updates = TelegramUpdates(tg.services)
+    poll = await updates.send_poll(
+        chat_id=str(GROUP), question="Q?", options=["A", "B"], multiple=False, closes_at=None
+    )
+    assert poll.telegram_poll_id is not None and poll.id is not None
+    await tg.post(poll_answer(tg.update_ids, poll.telegram_poll_id, USER, [1]))
+    await tg.say("/start")  # the voter talks to the bot privately: the same identity
+    await tg.say("FORGET")
+    await tg.press("Yes")
+    async with tg.services.sessions() as s:
+        row = (await s.execute(select(TelegramPollAnswer))).scalar_one()
+    assert row.contact_id is None and row.option_ids == [1]
+    closed = await updates.close_poll(poll.id)
+    assert closed.result == {"counts": [0, 1], "voters": 1}
+
+
+async def test_app_lifespan_starts_and_stops_the_scheduler(
+    tmp_path: Path, fake_api: FakeBotApi
+) -> None:
+    settings = telegram_settings(
+        f"sqlite+aiosqlite:///{tmp_path}/life.db", fake_api.url, run_scheduler=True
+    )
+    services = build_services(settings, clock=FixedClock())
+    app = build_app(services)
+    async with app.router.lifespan_context(app):
+        pass  # migrated, scheduler started; leaving stops it and closes the services
+    assert fake_api.methods() == []
