@@ -172,14 +172,10 @@ class Dispatcher:
             if retry_in is not None:
                 row.next_attempt_at = now + retry_in
             if opt_out and row.contact_id is not None:
-                contact = await session.get(Contact, row.contact_id)
-                if contact is not None and contact.opted_out_at is None:
-                    contact.opted_out_at = now
-                    await repo.audit(
-                        session,
-                        actor="dispatcher",
-                        action="opted_out",
-                        subject=f"contact:{contact.id}",
-                        detail={"channel": row.channel, "error": row.error},
-                        now=now,
-                    )
+                await repo.mark_opted_out(
+                    session,
+                    contact_id=row.contact_id,
+                    actor="dispatcher",
+                    detail={"channel": row.channel, "error": row.error},
+                    now=now,
+                )

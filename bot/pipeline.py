@@ -307,12 +307,10 @@ class Pipeline:
                 )
             )
         elif isinstance(event, OptedOut):
-            contact.opted_out_at = now
-            await repo.audit(
+            await repo.mark_opted_out(
                 session,
+                contact_id=contact.id,
                 actor="contact",
-                action="opted_out",
-                subject=f"contact:{contact.id}",
                 detail={"channel": message.channel},
                 now=now,
             )

@@ -15,7 +15,7 @@ from channels.base import Content
 from channels.errors import PermanentError, RecipientOptedOut, RetryableError
 from channels.render import render_sms
 from flows.events import MessageCreated
-from storage.models import Contact, OutboundMessage, OutboxStatus, Priority
+from storage.models import AuditLog, Contact, OutboundMessage, OutboxStatus, Priority
 
 
 class FakeChannel:
@@ -161,6 +161,13 @@ async def test_opted_out_error_opts_the_contact_out(any_services: Services) -> N
     async with any_services.sessions() as s:
         contact = await s.get(Contact, contact_id)
     assert contact is not None and contact.opted_out_at is not None
+    async with any_services.sessions() as s:
+        audit = (await s.execute(select(AuditLog))).scalar_one()
+    assert (audit.actor, audit.action, audit.subject) == (
+        "dispatcher",
+        "opted_out",
+        f"contact:{contact_id}",
+    )
     assert (await load(any_services, first)).status == OutboxStatus.FAILED
     assert (await load(any_services, second)).status == OutboxStatus.CANCELLED
     third = await enqueue(any_services, "three", contact_id=contact_id)
