@@ -20,6 +20,14 @@ which uses exact `gmpy2.mpq`. Floats (numpy float64) are used only to *find* can
   exactly, and the exact minimum, with exact ties broken by the tie-breaking key, wins.
   A project whose float estimate is too close to call (affordability or break point) is
   always priced exactly.
+* Exact pricing itself is float-guided: floats propose which supporters pay all they have;
+  the exact price implied by that set is accepted only if exact comparisons (or float ones
+  that are rigorous: correctly rounded values more than 1e-9 apart relatively) show that the
+  set is consistent with it, which makes it the unique root of the payment equation; else the
+  plain exact scan decides. Likewise "pays all it has or the price" is decided by floats only
+  where they are rigorously apart, exactly otherwise. Event distances (below) may be replaced
+  by smaller floats (a quotient of integers, correctly rounded, times 1 - 1e-12): a smaller
+  distance only makes the search look at more budgets, never fewer.
 * Voters with identical ballots always hold identical budgets, so budgets are kept per
   *class* of groups sharing one exact value; exact pricing aggregates the supporters of a
   project per class, so its cost is the number of classes, not of voters.
@@ -28,7 +36,13 @@ which uses exact `gmpy2.mpq`. Floats (numpy float64) are used only to *find* can
   projects can change (below); the runs in between would give the same outcome and are
   skipped. That bound is derived from exact winners' data and from float margins that are
   made conservative by their error bounds; and as a last safeguard the run just before the
-  first infeasible budget is recomputed and must equal the outcome kept.
+  first infeasible budget is recomputed from scratch and must equal the outcome kept.
+* Add1 runs are incremental: every round records its state at its start and the distance in x
+  to its own first event. The run at the next budget x' keeps every round before the first one
+  whose event distance is used up: those rounds have the same winner and are on the same
+  affine piece at x', so their budgets (class values, exact affine functions of x) and
+  payments are evaluated at x' instead of recomputed, and MES continues from that round.
+  (Payments of kept rounds are only evaluated when the result is built.)
 
 Why the Add1 skip is sound: with the sequence of winners fixed, every voter's budget and every
 winner's price are piecewise-affine in the per-voter budget x, with kinks only where a
@@ -289,21 +303,35 @@ class _Prepared:
         self.costs_f = np.array([float(c) for c in self.costs], dtype=np.float64)
         self.weights = np.array([g.weight for g in election.groups], dtype=np.int64)
         approval = election.vote_type == "approval"
-        utils = election.utilities()
-        lcm = 1
-        if not approval:
+        if approval:
+            # every approved project has utility 1: build the supporter lists in numpy
+            lens = np.array([len(g.projects) for g in election.groups], dtype=np.int64)
+            flat_p = np.fromiter(
+                (j for g in election.groups for j in g.projects),
+                dtype=np.int64,
+                count=int(lens.sum()),
+            )
+            flat_g = np.repeat(np.arange(len(lens), dtype=np.int64), lens)
+            order = np.argsort(flat_p, kind="stable")  # stable: groups stay ascending
+            bounds = np.searchsorted(flat_p[order], np.arange(m + 1))
+            gs = flat_g[order]
+            self.sup: list[IntArray] = [gs[bounds[j] : bounds[j + 1]] for j in range(m)]
+            self.util: list[IntArray] = [np.ones(len(x), dtype=np.int64) for x in self.sup]
+        else:
+            utils = election.utilities()
+            lcm = 1
             for u in utils:
                 for x in u.values():
                     lcm = lcm * x.denominator // math.gcd(lcm, x.denominator)
-        sup: list[list[int]] = [[] for _ in range(m)]
-        val: list[list[int]] = [[] for _ in range(m)]
-        for gi, u in enumerate(utils):
-            for j, x in u.items():
-                if x > 0:
-                    sup[j].append(gi)
-                    val[j].append(int(x * lcm))
-        self.sup: list[IntArray] = [np.array(s, dtype=np.int64) for s in sup]
-        self.util: list[IntArray] = [np.array(v, dtype=np.int64) for v in val]
+            sup: list[list[int]] = [[] for _ in range(m)]
+            val: list[list[int]] = [[] for _ in range(m)]
+            for gi, u in enumerate(utils):
+                for j, x in u.items():
+                    if x > 0:
+                        sup[j].append(gi)
+                        val[j].append(int(x * lcm))
+            self.sup = [np.array(s, dtype=np.int64) for s in sup]
+            self.util = [np.array(v, dtype=np.int64) for v in val]
         self.util_f: list[FloatArray] = [v.astype(np.float64) for v in self.util]
         self.wsup: list[IntArray] = [self.weights[s] for s in self.sup]
         self.wsup_f: list[FloatArray] = [w.astype(np.float64) for w in self.wsup]
@@ -323,6 +351,9 @@ class _Prepared:
         self.flat_v = np.concatenate(self.util_f + [np.zeros(0, dtype=np.float64)])
         self.flat_w = np.concatenate(self.wsup_f + [np.zeros(0, dtype=np.float64)])
         self.nsup = np.array([len(s) for s in self.sup], dtype=np.float64)
+        self.nsup_i = np.array([len(s) for s in self.sup], dtype=np.int64)
+        # projects MES has to price: supported and not free
+        self.priced = [p for p in range(m) if len(self.sup[p]) and self.costs[p] != 0]
 
 
 class _Classes:
@@ -333,11 +364,12 @@ class _Classes:
         self.slope: list[Fraction] = []
         self.f: FloatArray = np.empty(256, dtype=np.float64)
         self.fs: FloatArray = np.empty(256, dtype=np.float64)
-        self.lookup: dict[tuple[Fraction, Fraction], int] = {}
+        self.lookup: dict[tuple[int, int, int, int], int] = {}
         self.get(value, slope)
 
     def get(self, value: Fraction, slope: Fraction) -> int:
-        k = (value, slope)
+        # keyed by integers: hashing a Fraction is far slower than hashing ints
+        k = (value.numerator, value.denominator, slope.numerator, slope.denominator)
         found = self.lookup.get(k)
         if found is not None:
             return found
@@ -347,10 +379,30 @@ class _Classes:
             self.fs = np.concatenate([self.fs, np.empty(i, dtype=np.float64)])
         self.val.append(value)
         self.slope.append(slope)
-        self.f[i] = float(value)
-        self.fs[i] = float(slope)
+        # int / int is correctly rounded, exactly as float(Fraction), without its overhead
+        self.f[i] = value.numerator / value.denominator
+        self.fs[i] = slope.numerator / slope.denominator
         self.lookup[k] = i
         return i
+
+    def shifted(self, n: int, dx: Fraction) -> _Classes:
+        """The first `n` classes, evaluated `dx` further along x (slopes unchanged)."""
+        out = _Classes.__new__(_Classes)
+        out.slope = self.slope[:n]
+        out.val = (
+            [v + s * dx for v, s in zip(self.val[:n], out.slope, strict=True)]
+            if dx
+            else (self.val[:n])
+        )
+        size = max(256, len(self.f))
+        out.f = np.empty(size, dtype=np.float64)
+        out.fs = self.fs.copy()
+        out.f[:n] = [float(v) for v in out.val]
+        out.lookup = {
+            (v.numerator, v.denominator, s.numerator, s.denominator): i
+            for i, (v, s) in enumerate(zip(out.val, out.slope, strict=True))
+        }
+        return out
 
 
 @dataclass(slots=True)
@@ -360,6 +412,27 @@ class _Round:
     groups: IntArray  # supporting groups
     paid: list[Fraction]  # per pair
     inv: IntArray  # group -> pair
+    at: Fraction  # the per-voter budget x at which t and paid were computed
+    dt: Fraction = Fraction(0)  # slope of t in x (Add1)
+    paid_slope: list[Fraction] | None = None  # slope of `paid` in x (Add1)
+
+    def at_x(self, x: Fraction) -> _Round:
+        """This round evaluated at x (Add1 reuses rounds on the same affine piece)."""
+        dx = x - self.at
+        if not dx or self.paid_slope is None:
+            return self
+        paid = [a + s * dx for a, s in zip(self.paid, self.paid_slope, strict=True)]
+        t = self.t + self.dt * dx
+        return _Round(self.project, t, self.groups, paid, self.inv, x, self.dt, self.paid_slope)
+
+
+@dataclass(frozen=True, slots=True)
+class _Snap:
+    """State at the start of a round: funded so far, class of every group, classes in use."""
+
+    nsel: int
+    cls: IntArray
+    ncls: int
 
 
 @dataclass(slots=True)
@@ -385,8 +458,50 @@ class _MesRun:
         self.cls: IntArray = np.zeros(G, dtype=np.int64)
         self.selected: list[int] = []
         self.rounds: list[_Round] = []
-        self.delta: Fraction | float = _INF  # distance in x to the next possible change
+        self.delta: Fraction | float = _INF  # Add1: the current round's event distance
+        # Add1: per round (the last one being the round that finds nothing affordable), the
+        # state at its start, the x at which it was computed and its own event distance.
+        self.snaps: list[_Snap] = []
+        self.at: list[Fraction] = []
+        self.until: list[Fraction | float] = []
+        for p in range(prep.m):
+            if len(prep.sup[p]) and prep.costs[p] == 0:
+                self.selected.append(p)
         self._run()
+
+    def remaining(self) -> Fraction | float:
+        """How far x can grow from `b0` before some round may change (Add1)."""
+        return min(
+            (u - (self.b0 - a) for u, a in zip(self.until, self.at, strict=True)), default=_INF
+        )
+
+    def resumed(self, b0: Fraction) -> _MesRun:
+        """The run at per-voter budget `b0` > `self.b0`, reusing every round still valid there.
+
+        Rounds before the first one whose event distance is used up have the same winner at
+        `b0`, and their budgets and payments are on the same affine piece, so they are
+        evaluated at `b0` instead of recomputed; the run continues from that round.
+        """
+        assert self.events and b0 > self.b0
+        i0 = len(self.snaps) - 1
+        for i, (u, a) in enumerate(zip(self.until, self.at, strict=True)):
+            if u - (b0 - a) <= 0:
+                i0 = i
+                break
+        dx = b0 - self.b0
+        snap = self.snaps[i0]
+        new = _MesRun.__new__(_MesRun)
+        new.prep, new.key, new.events, new.b0 = self.prep, self.key, True, b0
+        new.classes = self.classes.shifted(snap.ncls, dx)
+        new.cls = snap.cls.copy()
+        new.selected = self.selected[: snap.nsel]
+        new.rounds = self.rounds[:i0]  # evaluated at b0 only for the result (`at_x`)
+        new.delta = _INF
+        new.snaps = self.snaps[:i0]
+        new.at = self.at[:i0]
+        new.until = self.until[:i0]
+        new._run()
+        return new
 
     # -- float estimate ---------------------------------------------------------------------
     def _estimate(self, p: int) -> tuple[float, float] | None:
@@ -452,12 +567,55 @@ class _MesRun:
         return _Pairs(cls, util, weight, inv.astype(np.int64).reshape(-1))
 
     def _exact_price(self, p: int, pairs: _Pairs) -> Fraction | None:
-        """Smallest t with sum_k W_k min(beta_k, t v_k) >= cost (None if unaffordable)."""
+        """Smallest t with sum_k W_k min(beta_k, t v_k) >= cost (None if unaffordable).
+
+        Floats propose the set of pairs that pay all they have; the exact price that set
+        implies is accepted only if exact (or rigorously float-certified) comparisons show it
+        is consistent, which makes it the unique root. Otherwise: the plain exact scan.
+        """
         val = self.classes.val
         cost = self.prep.costs[p]
-        total = sum((w * val[c] for c, w in zip(pairs.cls, pairs.weight, strict=True)), Fraction(0))
-        if total < cost:
+        n = len(pairs.cls)
+        bf = self.classes.f[np.array(pairs.cls, dtype=np.int64)]
+        wf = np.array(pairs.weight, dtype=np.float64)
+        vf = np.array(pairs.util, dtype=np.float64)
+        total_f = float((wf * bf).sum())
+        cost_f = float(self.prep.costs_f[p])
+        err = 4.0 * (n + 8) * _U
+        if total_f * (1.0 + err) < cost_f:
             return None
+        if total_f * (1.0 - err) <= cost_f:
+            total = _wsum(pairs.weight, [val[c] for c in pairs.cls])
+            if total < cost:
+                return None
+        r = bf / vf
+        o = np.argsort(r, kind="stable")
+        wbs = (wf * bf)[o]
+        wvs = (wf * vf)[o]
+        before = np.concatenate(([0.0], np.cumsum(wbs)[:-1]))
+        suffix = float(wvs.sum()) - np.concatenate(([0.0], np.cumsum(wvs)[:-1]))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tj = (cost_f - before) / suffix
+        ok = np.flatnonzero((tj <= r[o]) & (suffix > 0))
+        if len(ok):
+            j = int(ok[0])
+            capped: list[int] = o[:j].tolist()
+            free: list[int] = o[j:].tolist()
+            paid = _wsum([pairs.weight[k] for k in capped], [val[pairs.cls[k]] for k in capped])
+            rest: int = sum(pairs.weight[k] * pairs.util[k] for k in free)
+            t = (cost - paid) / rest
+            tf = float(t)
+            rl: list[float] = r.tolist()
+            lo, hi = tf * (1.0 - 1e-9), tf * (1.0 + 1e-9)
+            # r_k = fl(fl(beta)/v) is within 2u of beta/v, and tf within u of t
+            if all(rl[k] < lo or val[pairs.cls[k]] <= t * pairs.util[k] for k in capped) and all(
+                rl[k] > hi or val[pairs.cls[k]] >= t * pairs.util[k] for k in free
+            ):
+                return t
+        return self._exact_price_scan(cost, pairs)
+
+    def _exact_price_scan(self, cost: Fraction, pairs: _Pairs) -> Fraction:
+        val = self.classes.val
         order = sorted(range(len(pairs.cls)), key=lambda k: val[pairs.cls[k]] / pairs.util[k])
         paid = Fraction(0)
         rest = sum(w * v for w, v in zip(pairs.weight, pairs.util, strict=True))
@@ -473,19 +631,27 @@ class _MesRun:
     # -- the run ----------------------------------------------------------------------------
     def _run(self) -> None:
         prep = self.prep
-        alive: list[int] = []
-        for p in range(prep.m):
-            if len(prep.sup[p]) == 0:
-                continue
-            if prep.costs[p] == 0:
-                self.selected.append(p)
-            else:
-                alive.append(p)
+        done = set(self.selected)
+        alive = [p for p in range(prep.m) if p not in done and len(prep.sup[p]) and prep.costs[p]]
         # initial lower bounds: rho >= cost / (scale * sum of w*v), since min(b, rho*u) <= rho*u
         lb: dict[int, float] = {
             p: float(prep.costs[p] / (prep.scale[p] * prep.wtot[p])) * (1.0 - 4 * _U) for p in alive
         }
         alive_set = set(alive)
+        while True:
+            if self.events:
+                self.snaps.append(_Snap(len(self.selected), self.cls.copy(), len(self.classes.val)))
+                self.delta = _INF
+            funded = self._round(alive_set, lb)
+            if self.events:
+                self.at.append(self.b0)
+                self.until.append(self.delta)
+            if not funded:
+                return
+
+    def _round(self, alive_set: set[int], lb: dict[int, float]) -> bool:
+        """One round: fund the cheapest project (True), or find that none is affordable."""
+        prep = self.prep
         while True:
             best_hi = _INF
             evaluated: list[tuple[int, float]] = []
@@ -519,51 +685,86 @@ class _MesRun:
                     continue
                 if self.events:
                     self._margin_events(None, Fraction(0), Fraction(0), alive_set)
-                return
+                return False
             assert win_pairs is not None
             self._pay(winner, win_t, win_pairs, alive_set)
             alive_set.discard(winner)
             self.selected.append(winner)
+            return True
 
     def _pay(self, p: int, t: Fraction, pairs: _Pairs, alive: set[int]) -> None:
         prep = self.prep
-        val, slope = self.classes.val, self.classes.slope
+        classes = self.classes
+        val, slope = classes.val, classes.slope
+        events = self.events
+        # capped[k]: the pair's budget is at most its price (it pays all it has). Floats decide
+        # where the correctly rounded budget and price are clearly apart, exact arithmetic
+        # otherwise (equality included).
+        tf = float(t)
+        fvals = classes.f[np.array(pairs.cls, dtype=np.int64)].tolist()
+        capped: list[bool] = []
+        prices: list[Fraction] = []
+        for c, v, bf in zip(pairs.cls, pairs.util, fvals, strict=True):
+            price = t if v == 1 else t * v
+            pf = tf * v
+            if bf < pf * (1.0 - 1e-12):
+                capped.append(True)
+            elif bf > pf * (1.0 + 1e-12):
+                capped.append(False)
+            else:
+                capped.append(val[c] <= price)
+            prices.append(price)
         dt = Fraction(0)
-        if self.events:
-            # slope of t in x: t = (cost - sum_capped W b) / sum_uncapped W v
+        if events:
+            # slope of t in x: t = (cost - sum_capped W b) / sum_uncapped W v (an exact
+            # equality b = t v counts as uncapped: both give the same t)
             capped_slope = Fraction(0)
             unc = 0
-            for c, v, w in zip(pairs.cls, pairs.util, pairs.weight, strict=True):
-                if val[c] < t * v:
+            for c, v, w, cap, price in zip(
+                pairs.cls, pairs.util, pairs.weight, capped, prices, strict=True
+            ):
+                if cap and val[c] != price:
                     capped_slope += w * slope[c]
                 else:
                     unc += w * v
             dt = -capped_slope / unc
             self._margin_events(p, t, dt, alive)
+        zero = classes.get(Fraction(0), Fraction(0))
         new_cls: list[int] = []
         paid: list[Fraction] = []
-        for c, v in zip(pairs.cls, pairs.util, strict=True):
+        pslope: list[Fraction] = []
+        for c, v, cap, price in zip(pairs.cls, pairs.util, capped, prices, strict=True):
             beta = val[c]
-            price = t * v
-            if beta <= price:
-                if self.events:
-                    gap = beta - price
-                    if gap == 0:
-                        if slope[c] - dt * v != 0:  # a stable equality is no event
+            if cap:
+                if events:
+                    ds = slope[c] - (dt if v == 1 else dt * v)
+                    if ds.numerator > 0:  # the gap beta - price (<= 0) grows, reaching 0 at -gap/ds
+                        gap = beta - price
+                        if gap == 0:
                             self.delta = 0
-                    elif slope[c] - dt * v > 0:
-                        self.delta = min(self.delta, -gap / (slope[c] - dt * v))
+                        else:
+                            self.delta = min(self.delta, _lower_quotient(-gap, ds))
+                    elif ds.numerator < 0 and beta == price:  # stable equality (ds = 0): no event
+                        self.delta = 0
+                    pslope.append(slope[c])
                 paid.append(beta)
-                new_cls.append(self.classes.get(Fraction(0), Fraction(0)))
+                new_cls.append(zero)
             else:
-                s = slope[c] - dt * v if self.events else Fraction(0)
-                if self.events and s < 0:
-                    self.delta = min(self.delta, (beta - price) / -s)
+                left = beta - price
+                if events:
+                    ds = slope[c] - (dt if v == 1 else dt * v)
+                    if ds.numerator < 0:
+                        self.delta = min(self.delta, _lower_quotient(left, -ds))
+                    pslope.append(dt if v == 1 else dt * v)
+                    new_cls.append(classes.get(left, ds))
+                else:
+                    new_cls.append(classes.get(left, Fraction(0)))
                 paid.append(price)
-                new_cls.append(self.classes.get(beta - price, s))
         groups = prep.sup[p]
         self.cls[groups] = np.array(new_cls, dtype=np.int64)[pairs.inv]
-        self.rounds.append(_Round(p, t, groups, paid, pairs.inv))
+        self.rounds.append(
+            _Round(p, t, groups, paid, pairs.inv, self.b0, dt, pslope if events else None)
+        )
 
     def _margin_events(
         self, winner: int | None, t: Fraction, dt: Fraction, alive: set[int]
@@ -576,7 +777,7 @@ class _MesRun:
         done = set(self.selected)
         if winner is not None:
             done.add(winner)
-        todo = [p for p in range(prep.m) if p not in done and len(prep.sup[p]) and prep.costs[p]]
+        todo = [p for p in prep.priced if p not in done]
         if not todo:
             return
         if winner is None:
@@ -584,42 +785,51 @@ class _MesRun:
         else:
             rho_f = float(t / prep.scale[winner])
             drho_f = float(dt / prep.scale[winner])
-        fp = prep.flat_proj
-        b = self.classes.f[self.cls[prep.flat_sup]]
-        db = self.classes.fs[self.cls[prep.flat_sup]]
-        pi = (
-            (rho_f * prep.scale_f)[fp] * prep.flat_v
-            if winner is not None
-            else np.full(len(fp), _INF)
-        )
-        dpi = (drho_f * prep.scale_f)[fp] * prep.flat_v
+        ta = np.array(todo, dtype=np.int64)
+        # only the (project, supporter) pairs of the projects in question (per project, in
+        # the same order as in the full flat arrays, so the sums are the same)
+        todo_mask = np.zeros(prep.m, dtype=bool)
+        todo_mask[ta] = True
+        sel = np.repeat(todo_mask, prep.nsup_i)
+        fp = prep.flat_proj[sel]
+        ci = self.cls[prep.flat_sup[sel]]
+        b = self.classes.f[ci]
+        db = self.classes.fs[ci]
+        fv = prep.flat_v[sel]
+        pi = (rho_f * prep.scale_f)[fp] * fv if winner is not None else np.full(len(fp), _INF)
+        dpi = (drho_f * prep.scale_f)[fp] * fv
         capped = b < pi
         term = np.where(capped, b, pi)
         dterm = np.where(capped, db, np.where(b == pi, np.minimum(db, dpi), dpi))
-        w = prep.flat_w
+        w = prep.flat_w[sel]
         sums = np.bincount(fp, weights=w * term, minlength=prep.m)
         dsums = np.bincount(fp, weights=w * dterm, minlength=prep.m)
         dabs = np.bincount(fp, weights=w * np.abs(dterm), minlength=prep.m)
-        for p in todo:
-            n = float(prep.nsup[p])
-            err = 8.0 * (n + 8) * _U
-            c = float(prep.costs_f[p])
-            if c - float(sums[p]) <= 1e-7 * c:
-                # possibly an exact tie with the winner: decide in exact arithmetic
-                m_exact, dm_exact = self._exact_margin(p, winner, t, dt)
-                if m_exact < 0 or (m_exact == 0 and (dm_exact < 0 or winner is None)):
-                    self.delta = 0
-                    return
-                if m_exact == 0 and winner is not None and self.key(p) < self.key(winner):
-                    self.delta = 0
-                    return
-                if m_exact > 0 and dm_exact < 0:
-                    self.delta = min(self.delta, m_exact / -dm_exact)
-                continue
-            margin = c - float(sums[p]) * (1.0 + err) - 1e-9 * c
-            falling = float(dsums[p]) + err * float(dabs[p]) + 1e-12 * float(dabs[p])
-            if falling > 0:
-                self.delta = min(self.delta, (margin / falling) * (1.0 - 1e-9))
+        err = 8.0 * (prep.nsup[ta] + 8) * _U
+        c = prep.costs_f[ta]
+        sp = sums[ta]
+        near = c - sp <= 1e-7 * c
+        for p in ta[near].tolist():
+            # possibly an exact tie with the winner: decide in exact arithmetic
+            m_exact, dm_exact = self._exact_margin(p, winner, t, dt)
+            if m_exact < 0 or (m_exact == 0 and (dm_exact < 0 or winner is None)):
+                self.delta = 0
+                return
+            if m_exact == 0 and winner is not None and self.key(p) < self.key(winner):
+                self.delta = 0
+                return
+            if m_exact > 0 and dm_exact < 0:
+                self.delta = min(self.delta, m_exact / -dm_exact)
+        # the others, all at once (the same float operations as one by one)
+        far = ~near
+        margin = c[far] - sp[far] * (1.0 + err[far]) - 1e-9 * c[far]
+        da = dabs[ta][far]
+        falling = dsums[ta][far] + err[far] * da + 1e-12 * da
+        down = falling > 0
+        if down.any():
+            self.delta = min(
+                self.delta, float(((margin[down] / falling[down]) * (1.0 - 1e-9)).min())
+            )
 
     def _exact_margin(
         self, p: int, winner: int | None, t: Fraction, dt: Fraction
@@ -656,6 +866,23 @@ class _MesRun:
         return sum((int(w) * self.classes.val[c] for c, w in enumerate(per) if w), Fraction(0))
 
 
+def _lower_quotient(a: Fraction, b: Fraction) -> float:
+    """A float at most a/b (a >= 0, b > 0): an event distance may only be underestimated."""
+    try:
+        return (a.numerator * b.denominator) / (a.denominator * b.numerator) * (1.0 - 1e-12)
+    except OverflowError:  # pragma: no cover - an event beyond any reachable budget
+        return 1e300
+
+
+def _wsum(weights: Sequence[int], values: Sequence[Fraction]) -> Fraction:
+    """Exact sum of w * v, adding numerators of equal denominators as integers first."""
+    by_den: dict[int, int] = {}
+    for w, v in zip(weights, values, strict=True):
+        d = v.denominator
+        by_den[d] = by_den.get(d, 0) + w * v.numerator
+    return sum((Fraction(a, d) for d, a in by_den.items()), Fraction(0))
+
+
 def _mes_result(
     election: Election,
     prep: _Prepared,
@@ -667,7 +894,7 @@ def _mes_result(
     votes = _supporters(election)
     funded: list[Funded] = []
     step = 0
-    by_round = {r.project: r for r in run.rounds}
+    by_round = {r.project: r.at_x(run.b0) for r in run.rounds}
     for p in run.selected:
         step += 1
         r = by_round.get(p)
@@ -730,11 +957,12 @@ def _mes_add1(election: Election, prep: _Prepared, key: TieKey, tie_break: TieBr
     run = _MesRun(prep, base, key, events=True)
     runs = 1
     while True:
-        step = _INF if run.delta == _INF else max(1, math.ceil(run.delta))
+        rem = run.remaining()
+        step = _INF if rem == _INF else max(1, math.ceil(rem))
         if step == _INF or k + step > kmax:
             return _mes_result(election, prep, run, "mes-add1", tie_break, runs)
         k_next = k + int(step)
-        nxt = _MesRun(prep, base + k_next, key, events=True)
+        nxt = run.resumed(base + k_next)
         runs += 1
         if cost(nxt) > budget:
             if k_next - 1 > k:
