@@ -76,6 +76,9 @@ def serve(
 
     settings = settings_or_exit(host=host, port=port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # httpx logs every request URL at INFO, and the Telegram Bot API puts the token in the URL.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     async def check() -> None:
         services = build_services(settings)

@@ -26,6 +26,9 @@ from storage.models import Contact, OutboundMessage, OutboxStatus
 
 log = logging.getLogger(__name__)
 
+ERASE_AFTER_SEND = "erase_after_send"
+"""Content flag: blank the row's address and content once it is final (FORGET's reply)."""
+
 
 class RateLimiter:
     """A token bucket: at most ``rate`` sends per second, bursts of up to one second's worth."""
@@ -80,9 +83,8 @@ class Dispatcher:
                 limit=self.settings.dispatcher_batch_size,
                 lease=timedelta(seconds=self.settings.outbox_lease_seconds),
             )
-            opted_out = await self._opted_out(session, rows)
         for row in rows:
-            await self._deliver(row, opted_out)
+            await self._deliver(row)
         return len(rows)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
@@ -104,52 +106,70 @@ class Dispatcher:
             for task in pending:
                 task.cancel()
 
-    async def _opted_out(self, session: AsyncSession, rows: list[OutboundMessage]) -> set[int]:
-        ids = {r.contact_id for r in rows if r.contact_id is not None and not r.ignore_opt_out}
-        opted: set[int] = set()
-        for contact_id in ids:
-            contact = await session.get(Contact, contact_id)
-            if contact is not None and contact.opted_out_at is not None:
-                opted.add(contact_id)
-        return opted
+    async def _recheck(self, row: OutboundMessage) -> str:
+        """Just before sending: is the row still ours, and may it still go?
 
-    async def _deliver(self, row: OutboundMessage, opted_out: set[int]) -> None:
-        if (row.contact_id in opted_out and not row.ignore_opt_out) or row.address is None:
-            await self._finish(row.id, status=OutboxStatus.CANCELLED, error="recipient opted out")
+        A batch's claim can be old by the time its last row is sent (rate-limit waits, slow
+        providers): renewing the lease only if nobody has re-claimed the row since means a
+        message is never sent twice, and reading the contact now means a STOP committed a
+        moment ago is honoured. Returns "send", "lost" or "opted_out"."""
+        now = self.clock.now()
+        async with self.sessions() as session, session.begin():
+            renewed = await repo.renew_claim(
+                session,
+                row_id=row.id,
+                attempts=row.attempts,
+                until=now + timedelta(seconds=self.settings.outbox_lease_seconds),
+            )
+            if not renewed:
+                return "lost"
+            if row.contact_id is not None and not row.ignore_opt_out:
+                contact = await session.get(Contact, row.contact_id, populate_existing=True)
+                if contact is not None and contact.opted_out_at is not None:
+                    return "opted_out"
+        return "send"
+
+    async def _deliver(self, row: OutboundMessage) -> None:
+        if row.address is None:
+            await self._finish(row, status=OutboxStatus.CANCELLED, error="no address")
             return
         channel = self.channels[row.channel]
         await self.limiters[row.channel].acquire()
+        verdict = await self._recheck(row)
+        if verdict == "lost":
+            return
+        if verdict == "opted_out":
+            await self._finish(row, status=OutboxStatus.CANCELLED, error="recipient opted out")
+            return
         try:
             provider_id = await channel.send(row.address, row.content)
         except RecipientOptedOut as exc:
-            await self._finish(row.id, status=OutboxStatus.FAILED, error=str(exc), opt_out=True)
-            if row.contact_id is not None:
-                opted_out.add(row.contact_id)  # the rest of this batch is not sent either
+            await self._finish(row, status=OutboxStatus.FAILED, error=str(exc), opt_out=True)
         except PermanentError as exc:
-            await self._finish(row.id, status=OutboxStatus.FAILED, error=str(exc))
+            await self._finish(row, status=OutboxStatus.FAILED, error=str(exc))
         except RetryableError as exc:
             await self._retry(row, str(exc), exc.retry_after)
         except Exception as exc:  # an adapter bug: keep the row, retry later, and say so
             log.exception("channel %s raised an unmapped error", row.channel)
             await self._retry(row, f"unexpected error: {exc.__class__.__name__}", None)
         else:
-            await self._finish(row.id, status=OutboxStatus.SENT, provider_id=provider_id)
+            await self._finish(row, status=OutboxStatus.SENT, provider_id=provider_id)
 
     async def _retry(self, row: OutboundMessage, error: str, retry_after: float | None) -> None:
         if row.attempts >= self.settings.outbox_max_attempts:
-            await self._finish(row.id, status=OutboxStatus.FAILED, error=f"gave up: {error}")
+            await self._finish(row, status=OutboxStatus.FAILED, error=f"gave up: {error}")
             return
         delay = self.settings.outbox_backoff_seconds * 2 ** (row.attempts - 1)
         delay = min(delay, self.settings.outbox_backoff_max_seconds)
         if retry_after is not None:
             delay = max(delay, retry_after)
         await self._finish(
-            row.id, status=OutboxStatus.QUEUED, error=error, retry_in=timedelta(seconds=delay)
+            row, status=OutboxStatus.QUEUED, error=error, retry_in=timedelta(seconds=delay)
         )
 
     async def _finish(
         self,
-        row_id: int | None,
+        claimed: OutboundMessage,
         *,
         status: OutboxStatus,
         error: str | None = None,
@@ -157,10 +177,18 @@ class Dispatcher:
         retry_in: timedelta | None = None,
         opt_out: bool = False,
     ) -> None:
+        """Record what happened, unless the row has been re-claimed since (then the newer
+        claim owns it)."""
         now = self.clock.now()
         async with self.sessions() as session, session.begin():
-            row = await session.get(OutboundMessage, row_id)
-            if row is None:
+            row = await session.get(
+                OutboundMessage, claimed.id, with_for_update=True, populate_existing=True
+            )
+            if (
+                row is None
+                or row.status != OutboxStatus.SENDING
+                or row.attempts != claimed.attempts
+            ):
                 return
             row.status = status
             row.error = None if error is None else error[:500]
@@ -171,11 +199,15 @@ class Dispatcher:
                 row.sent_at = now
             if retry_in is not None:
                 row.next_attempt_at = now + retry_in
+            if row.content.get(ERASE_AFTER_SEND) and status != OutboxStatus.QUEUED:
+                # The "your data has been erased" reply: once it has gone, forget where to.
+                row.address = None
+                row.content = {}
             if opt_out and row.contact_id is not None:
                 await repo.mark_opted_out(
                     session,
                     contact_id=row.contact_id,
                     actor="dispatcher",
-                    detail={"channel": row.channel, "error": row.error},
+                    detail={"channel": row.channel},
                     now=now,
                 )

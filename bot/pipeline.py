@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock
+from bot.dispatcher import ERASE_AFTER_SEND
 from channels.base import Channel, InboundMessage
 from channels.sms_text import is_more_request
 from flows.engine import Engine
@@ -278,6 +279,8 @@ class Pipeline:
             if contact.opted_out_at is not None and not event.ignore_opt_out:
                 return False
             content = channel.render(event, contact.language)
+            if contact.erased_at is not None:
+                content[ERASE_AFTER_SEND] = True
             row = OutboundMessage(
                 channel=message.channel,
                 address=message.address,

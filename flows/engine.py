@@ -113,6 +113,12 @@ class Engine:
         if run.contact.opted_out:
             if command is Command.START:
                 self._opt_in(run)
+            elif command is Command.FORGET:
+                # Erasure is a right even after STOP: done at once, in silence (no message may
+                # go to an opted-out contact, so there is no question to confirm it with).
+                run.emit(ContactErased())
+                run.contact = ContactView()
+                run.state = ConversationState()
             return  # an opted-out contact hears nothing else
 
         if command is not None and parsed is not None:

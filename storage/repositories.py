@@ -135,11 +135,7 @@ async def erase_contact(session: AsyncSession, *, contact_id: int, now: datetime
     await session.execute(
         update(OutboundMessage)
         .where(col(OutboundMessage.contact_id) == contact_id)
-        .values(
-            contact_id=None,
-            address=None,
-            content={},
-        )
+        .values(contact_id=None, address=None, content={}, error=None)
     )
     identity_ids = select(col(ChannelIdentity.id)).where(
         col(ChannelIdentity.contact_id) == contact_id
@@ -357,3 +353,21 @@ async def paged_outbound(
     )
     rows = (await session.execute(batch)).scalars()
     return next((row for row in rows if row.content.get("more")), None)
+
+
+async def renew_claim(
+    session: AsyncSession, *, row_id: int | None, attempts: int, until: datetime
+) -> bool:
+    """Extend a claimed outbox row's lease, only if it is still the same claim (nobody has
+    re-claimed it since its lease ran out)."""
+    result = await session.execute(
+        update(OutboundMessage)
+        .where(
+            col(OutboundMessage.id) == row_id,
+            col(OutboundMessage.status) == OutboxStatus.SENDING,
+            col(OutboundMessage.attempts) == attempts,
+        )
+        .values(next_attempt_at=until)
+        .returning(col(OutboundMessage.id))
+    )
+    return result.first() is not None

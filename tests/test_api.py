@@ -148,3 +148,39 @@ async def test_health_reports_a_dead_database(
     response = await client.get("/healthz")
     assert response.status_code == 503
     assert response.json() == {"status": "error", "detail": "database unreachable"}
+
+
+async def test_forget_removes_the_number_everywhere_even_after_stop(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    from storage.models import ChannelIdentity, Contact, OutboundMessage
+
+    for text in ["hi", "1", "1", "CF10 1EP", "STOP"]:
+        await say(client, text)
+    assert reply_texts(await say(client, "FORGET")) == []
+    await services.dispatcher.run_once()
+    async with services.sessions() as s:
+        contact = (await s.execute(select(Contact))).scalar_one()
+        assert contact.erased_at is not None and contact.postcode is None
+        assert (await s.execute(select(ChannelIdentity))).scalars().all() == []
+        addresses = (await s.execute(select(InboundMessage.address))).scalars().all()
+        addresses += (await s.execute(select(OutboundMessage.address))).scalars().all()
+    assert "+447700900123" not in addresses
+
+
+async def test_the_erased_reply_forgets_its_address_once_sent(
+    client: httpx.AsyncClient, services: Services
+) -> None:
+    from storage.models import OutboundMessage
+
+    for text in ["hi", "1", "1", "CF10 1EP", "FORGET"]:
+        await say(client, text)
+    assert reply_texts(await say(client, "YES"))[0].startswith("Done: your personal data")
+    await services.dispatcher.run_once()
+    async with services.sessions() as s:
+        rows = (await s.execute(select(OutboundMessage))).scalars().all()
+    assert all(r.address is None and r.content == {} for r in rows)
+    # Replies still queued when the data was erased had no address left, so only the
+    # confirmation went out.
+    assert sorted(r.status for r in rows).count("sent") == 1
+    assert {r.status for r in rows} == {"sent", "cancelled"}

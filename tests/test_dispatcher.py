@@ -216,3 +216,73 @@ async def test_simulator_rows_are_marked_sent(services: Services) -> None:
     async with services.sessions() as s:
         statuses = (await s.execute(select(OutboundMessage.status))).scalars().all()
     assert statuses == [OutboxStatus.SENT]
+
+
+class HookChannel(FakeChannel):
+    """Runs ``hook`` (once) while the first message is being sent."""
+
+    def __init__(self, hook: object) -> None:
+        super().__init__()
+        self.hook = hook
+
+    async def send(self, address: str, content: Content) -> str | None:
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            await hook()  # type: ignore[operator]
+        return await super().send(address, content)
+
+
+async def test_a_stop_committed_mid_batch_is_honoured(any_services: Services) -> None:
+    contact_id = await make_contact(any_services)
+
+    async def stop() -> None:
+        async with any_services.sessions() as s, s.begin():
+            contact = await s.get(Contact, contact_id)
+            assert contact is not None
+            contact.opted_out_at = any_services.clock.now()
+
+    channel = HookChannel(stop)
+    await enqueue(any_services, "first")
+    second = await enqueue(any_services, "second", contact_id=contact_id)
+    await dispatcher_for(any_services, channel).run_once()
+    assert channel.sent == [("+447700900001", "first")]
+    assert (await load(any_services, second)).status == OutboxStatus.CANCELLED
+
+
+class StallingLimiter:
+    """A rate limiter whose second wait is long enough for the batch's lease to run out,
+    during which another dispatcher runs."""
+
+    def __init__(self, stall: object) -> None:
+        self.calls = 0
+        self.stall = stall
+
+    async def acquire(self) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            await self.stall()  # type: ignore[operator]
+
+
+async def test_rows_reclaimed_after_a_lease_ran_out_are_sent_once(
+    any_services: Services, clock: FixedClock
+) -> None:
+    """Dispatcher A waits so long between sends that its batch's lease runs out and B
+    re-claims the rest of it. Each message still goes exactly once."""
+    channel_a, channel_b = FakeChannel(), FakeChannel()
+    a, b = dispatcher_for(any_services, channel_a), dispatcher_for(any_services, channel_b)
+
+    async def stall_while_b_runs() -> None:
+        clock.advance(seconds=any_services.settings.outbox_lease_seconds + 1)
+        await b.run_once()
+
+    a.limiters["fake"] = StallingLimiter(stall_while_b_runs)  # type: ignore[assignment]
+    ids = [await enqueue(any_services, f"m{k}") for k in range(3)]
+    await a.run_once()
+    assert [t for _, t in channel_a.sent] == ["m0"]
+    assert [t for _, t in channel_b.sent] == ["m1", "m2"]
+    rows = [await load(any_services, i) for i in ids]
+    assert [(r.status, r.provider_id) for r in rows] == [
+        (OutboxStatus.SENT, "fake-1"),
+        (OutboxStatus.SENT, "fake-1"),
+        (OutboxStatus.SENT, "fake-2"),
+    ]

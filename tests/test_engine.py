@@ -351,3 +351,10 @@ def test_flow_files_are_validated(tmp_path: Path) -> None:
 def test_unregistered_actions_are_refused() -> None:
     with pytest.raises(FlowError, match="lookup_ward"):
         load_library(known_actions=set())
+
+
+def test_forget_after_stop_erases_in_silence(engine: Engine) -> None:
+    c = Convo(engine, ContactView(consented=True, postcode="CF10 1EP", opted_out=True))
+    step = engine.step(c.state, c.contact, UserInput("FORGET"), NOW)
+    assert step.events == (ContactErased(),)
+    assert step.contact == ContactView()
