@@ -3,9 +3,10 @@ and the group poll lifecycle (send, record answers, close on time, post the resu
 
 Every update is stored once, unique on ``update_id`` (a redelivery does nothing more). Private
 text and answering taps go through the pipeline like any channel; toggles, group membership,
-group messages and poll answers are handled here. Calls that acknowledge a tap
-(``answerCallbackQuery``, redrawing a keyboard) are returned as follow-ups so the webhook can
-reply to Telegram first and make them just after.
+group messages and poll answers are handled here, and stored as their update id and kind only
+(no names, no group text), linked to the person's contact where there is one so FORGET reaches
+them. Calls that acknowledge a tap (``answerCallbackQuery``, redrawing a keyboard) are returned
+as follow-ups so the webhook can reply to Telegram first and make them just after.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from channels.telegram import (
     PollAnswered,
     PrivateText,
     TelegramChannel,
+    TelegramUpdate,
     Toggle,
     decode_tap,
     done_payload,
@@ -101,7 +103,9 @@ class TelegramUpdates:
         if isinstance(update, ButtonTap):
             return await self._tap(update, data)
         async with self.services.sessions() as session, session.begin():
-            if not await self._first_time(session, update.update_id, _address(update), data):
+            address = update.chat_id if isinstance(update, Membership | GroupText) else ""
+            inbound_id = await self._first_time(session, update, address)
+            if inbound_id is None:
                 return Handled("duplicate")
             if isinstance(update, Membership):
                 await telegram_repo.record_group(
@@ -116,23 +120,34 @@ class TelegramUpdates:
             if isinstance(update, GroupText):
                 return await self._group_text(session, update)
             if isinstance(update, PollAnswered):
-                return await self._poll_answer(session, update)
+                return await self._poll_answer(session, update, inbound_id)
             assert isinstance(update, Ignored)
             return Handled(f"ignored: {update.reason}")
 
     async def _first_time(
-        self, session: AsyncSession, update_id: int, address: str, data: dict[str, Any]
-    ) -> bool:
+        self,
+        session: AsyncSession,
+        update: TelegramUpdate,
+        address: str,
+        contact_id: int | None = None,
+    ) -> int | None:
+        """Store an update the pipeline does not handle; None when it was seen before.
+
+        Only its id and kind are kept, never the update itself (names, group chatter), and the
+        address only where it is a group's or belongs to a known contact (``contact_id``, so
+        FORGET reaches the row)."""
         inbound_id = await repo.record_inbound(
             session,
             channel=CHANNEL,
-            provider_id=str(update_id),
+            provider_id=str(update.update_id),
             address=address,
             text="",
-            raw=data,
+            raw={"update_id": update.update_id, "kind": _KINDS[type(update)]},
             now=self._now(),
         )
-        return inbound_id is not None
+        if inbound_id is not None and contact_id is not None:
+            await repo.link_inbound(session, inbound_id=inbound_id, contact_id=contact_id)
+        return inbound_id
 
     async def _tap(self, tap: ButtonTap, data: dict[str, Any]) -> Handled:
         """A button press. Always answered; the answer to a stale keyboard says it has closed."""
@@ -156,12 +171,12 @@ class TelegramUpdates:
         answer = self._answer(tap.callback_query_id)
 
         if meaning is None or content is None or content.get("question") != current:
-            if not await self._record(tap, data):
+            if not await self._record(tap):
                 return Handled("duplicate")
             return Handled("closed", [answer(self._string("question_closed", language))])
 
         if isinstance(meaning, Toggle):
-            if not await self._record(tap, data):
+            if not await self._record(tap):
                 return Handled("duplicate")
             problem = selection_problem(content, meaning.selected, done=False)
             if problem is not None:
@@ -180,7 +195,7 @@ class TelegramUpdates:
         if isinstance(meaning, Done):
             problem = selection_problem(content, meaning.selected, done=True)
             if problem is not None:
-                if not await self._record(tap, data):
+                if not await self._record(tap):
                     return Handled("duplicate")
                 text = self._problem_text(problem, content, meaning.selected, language)
                 return Handled("refused", [answer(text)])
@@ -202,9 +217,16 @@ class TelegramUpdates:
             return Handled("duplicate")
         return Handled("answered", [answer(None)])
 
-    async def _record(self, tap: ButtonTap, data: dict[str, Any]) -> bool:
+    async def _record(self, tap: ButtonTap) -> bool:
+        """Store a tap the pipeline does not see, linked to the chat's contact when known."""
         async with self.services.sessions() as session, session.begin():
-            return await self._first_time(session, tap.update_id, tap.chat_id, data)
+            identity = await repo.find_identity(session, channel=CHANNEL, address=tap.chat_id)
+            if identity is None:  # nobody we know: keep no address either
+                return await self._first_time(session, tap, "") is not None
+            inbound_id = await self._first_time(
+                session, tap, tap.chat_id, contact_id=identity.contact_id
+            )
+            return inbound_id is not None
 
     def _answer(self, callback_query_id: str) -> Callable[[str | None], FollowUp]:
         def make(text: str | None) -> FollowUp:
@@ -255,7 +277,9 @@ class TelegramUpdates:
         self._enqueue(session, update.chat_id, GROUP_HINT[language].format(username=bot.username))
         return Handled("group hint")
 
-    async def _poll_answer(self, session: AsyncSession, update: PollAnswered) -> Handled:
+    async def _poll_answer(
+        self, session: AsyncSession, update: PollAnswered, inbound_id: int
+    ) -> Handled:
         now = self._now()
         poll = await telegram_repo.poll_by_telegram_id(session, poll_id=update.poll_id)
         if poll is None or poll.id is None:
@@ -270,6 +294,9 @@ class TelegramUpdates:
             language=self.services.settings.default_language,
         )
         assert contact.id is not None
+        await telegram_repo.own_inbound(
+            session, inbound_id=inbound_id, contact_id=contact.id, address=update.user_id
+        )
         await telegram_repo.save_poll_answer(
             session,
             poll_id=poll.id,
@@ -472,9 +499,11 @@ def _waiting_for(state: ConversationState) -> str | None:
     return None
 
 
-def _address(update: Membership | GroupText | PollAnswered | Ignored) -> str:
-    if isinstance(update, Membership | GroupText):
-        return update.chat_id
-    if isinstance(update, PollAnswered):
-        return update.user_id
-    return ""
+_KINDS: dict[type, str] = {
+    PrivateText: "message",
+    GroupText: "message",
+    ButtonTap: "callback_query",
+    Membership: "my_chat_member",
+    PollAnswered: "poll_answer",
+    Ignored: "ignored",
+}

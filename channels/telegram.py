@@ -70,6 +70,10 @@ MAX_TEXT = 4096  # Telegram's limit for one message
 POLL_QUESTION_MAX = 300
 POLL_OPTION_MAX = 100
 POLL_OPTIONS_MIN, POLL_OPTIONS_MAX = 2, 12
+POLL_OPTIONS_LIMIT = 100  # an option index in a poll answer beyond this is not Telegram's
+# The storage columns: an address (chat or user id), a provider id (update id), a group's chat id
+# and a poll id. A longer value is not Telegram's, and would overflow them on PostgreSQL.
+ADDRESS_MAX, PROVIDER_ID_MAX, GROUP_ID_MAX, POLL_ID_MAX = 64, 128, 32, 64
 TOGGLE_HINT = {"en": "Tap to tick, then Done.", "cy": "Tapiwch i dicio, yna Gorffen."}
 DONE_WORDS = {"en": ("Done", "of", "chosen"), "cy": ("Gorffen", "o", "wedi'u dewis")}
 UPDATE_TYPES = ("message", "callback_query", "my_chat_member", "poll_answer")
@@ -353,8 +357,10 @@ class TelegramChannel:
                 text=f"{message.text}\n\n{hint}",
                 multi=True,
                 language=language,
-                options=[{"id": c.id, "label": _label(c.label, c.cost), "cost": c.cost}
-                         for c in message.choices],
+                options=[
+                    {"id": c.id, "label": _label(c.label, c.cost), "cost": c.cost}
+                    for c in message.choices
+                ],
                 min=message.min_choices,
                 max=message.max_choices,
                 budget=message.budget,
@@ -477,58 +483,113 @@ class TelegramChannel:
     # -- inbound --
 
     async def parse_update(self, data: Mapping[str, Any]) -> TelegramUpdate:
-        """Validate a webhook body into one of the neutral update values."""
-        if not isinstance(data, Mapping) or not isinstance(data.get("update_id"), int):
-            raise InvalidUpdate("not a Telegram update: no update_id")
+        """Validate a webhook body into one of the neutral update values.
+
+        Raises :class:`InvalidUpdate` for anything that is not a well-formed update: PTB does
+        not check types, so every value used here is checked before it is used or stored."""
+        if not isinstance(data, Mapping):
+            raise InvalidUpdate("not a Telegram update: not an object")
+        uid = _int(data.get("update_id"), "update_id")
+        _fits(str(uid), PROVIDER_ID_MAX, "update_id")
         try:
             update = Update.de_json(dict(data), None)
-        except (KeyError, TypeError, ValueError) as exc:
+        except Exception as exc:  # PTB trusts the JSON: a wrong shape fails in many ways
             raise InvalidUpdate(f"not a Telegram update: {exc.__class__.__name__}") from exc
-        uid = update.update_id
+        if update is None:
+            raise InvalidUpdate("not a Telegram update")
         if update.callback_query is not None:
             query = update.callback_query
             message = query.message
-            if message is None or query.data is None:
+            query_id = _str(query.id, "callback query id")
+            data_text = _opt_str(query.data, "callback data")
+            if message is None or data_text is None:
                 return Ignored(uid, "callback without a message or data")
-            return ButtonTap(
-                uid, str(message.chat.id), query.id, message.message_id, query.data
-            )
+            message_id = _int(message.message_id, "message_id")
+            return ButtonTap(uid, _chat_id(message.chat), query_id, message_id, data_text)
         if update.poll_answer is not None:
             answer = update.poll_answer
+            poll_id = _fits(_str(answer.poll_id, "poll_id"), POLL_ID_MAX, "poll_id")
+            if not isinstance(answer.option_ids, Sequence) or isinstance(answer.option_ids, str):
+                raise InvalidUpdate("not a Telegram update: option_ids")
+            option_ids = tuple(_int(i, "option id") for i in answer.option_ids)
+            if any(not 0 <= i < POLL_OPTIONS_LIMIT for i in option_ids):
+                raise InvalidUpdate("not a Telegram update: option id out of range")
             if answer.user is None:  # answered on behalf of a chat: not a person
                 return Ignored(uid, "poll answer from a chat")
-            return PollAnswered(uid, answer.poll_id, str(answer.user.id), tuple(answer.option_ids))
+            user_id = _fits(str(_int(answer.user.id, "user id")), ADDRESS_MAX, "user id")
+            return PollAnswered(uid, poll_id, user_id, option_ids)
         if update.my_chat_member is not None:
             change = update.my_chat_member
             chat = change.chat
+            chat_id = _chat_id(chat)
+            title = _title(chat.title)
             if chat.type not in (ChatType.GROUP, ChatType.SUPERGROUP):
-                return Ignored(uid, f"membership change in a {chat.type}")
+                return Ignored(uid, "membership change outside a group")
             member = change.new_chat_member.status in (
                 ChatMemberStatus.MEMBER,
                 ChatMemberStatus.ADMINISTRATOR,
                 ChatMemberStatus.RESTRICTED,
             )
-            return Membership(uid, str(chat.id), clean_text(chat.title or ""), chat.type, member)
+            return Membership(
+                uid, _fits(chat_id, GROUP_ID_MAX, "chat id"), title, chat.type, member
+            )
         message = update.message
         if message is None:
             return Ignored(uid, "update type not used")
         chat = message.chat
-        text = clean_text(message.text or "")
+        chat_id = _chat_id(chat)
+        raw_text = _opt_str(message.text, "text")
+        _opt_str(message.caption, "caption")
+        text = clean_text(raw_text or "")
         if chat.type == ChatType.PRIVATE:
-            if not message.text:
+            if not raw_text:
                 return Ignored(uid, "private message without text")
-            return PrivateText(uid, str(chat.id), text)
+            return PrivateText(uid, chat_id, text)
         if chat.type in (ChatType.GROUP, ChatType.SUPERGROUP):
+            group_id = _fits(chat_id, GROUP_ID_MAX, "chat id")
+            title = _title(chat.title)
             bot = await self.bot()
             return GroupText(
                 uid,
-                str(chat.id),
-                clean_text(chat.title or ""),
+                group_id,
+                title,
                 chat.type,
                 _addressed(message, bot.id, bot.username),
                 text,
             )
-        return Ignored(uid, f"message in a {chat.type}")
+        return Ignored(uid, "message outside a private chat or group")
+
+
+def _int(value: Any, what: str) -> int:
+    """An integer (JSON ``true`` is not one)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidUpdate(f"not a Telegram update: {what} is not an integer")
+    return value
+
+
+def _str(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidUpdate(f"not a Telegram update: {what} is not a string")
+    return value
+
+
+def _opt_str(value: Any, what: str) -> str | None:
+    return None if value is None else _str(value, what)
+
+
+def _fits(value: str, limit: int, what: str) -> str:
+    if len(value) > limit:
+        raise InvalidUpdate(f"not a Telegram update: {what} longer than {limit} characters")
+    return value
+
+
+def _chat_id(chat: Any) -> str:
+    """A chat's id as an address: an integer that fits the address columns."""
+    return _fits(str(_int(getattr(chat, "id", None), "chat id")), ADDRESS_MAX, "chat id")
+
+
+def _title(value: Any) -> str:
+    return clean_text(_opt_str(value, "chat title") or "")
 
 
 def _addressed(message: Message, bot_id: int, username: str) -> bool:
@@ -549,13 +610,11 @@ def poll_problem(question: str, options: Sequence[str]) -> str | None:
         return "the poll question is empty"
     if len(question) > POLL_QUESTION_MAX:
         return (
-            f"the poll question is {len(question)} characters; "
-            f"Telegram allows {POLL_QUESTION_MAX}"
+            f"the poll question is {len(question)} characters; Telegram allows {POLL_QUESTION_MAX}"
         )
     if not POLL_OPTIONS_MIN <= len(options) <= POLL_OPTIONS_MAX:
         return (
-            f"a poll needs {POLL_OPTIONS_MIN} to {POLL_OPTIONS_MAX} options; "
-            f"{len(options)} given"
+            f"a poll needs {POLL_OPTIONS_MIN} to {POLL_OPTIONS_MAX} options; {len(options)} given"
         )
     for option in options:
         if not option.strip():

@@ -6,11 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from storage.models import (
+    InboundMessage,
     OutboundMessage,
     TelegramGroup,
     TelegramPoll,
@@ -28,6 +29,17 @@ async def sent_content(
     )
     content = (await session.execute(query)).scalars().first()
     return dict(content) if content else None
+
+
+async def own_inbound(
+    session: AsyncSession, *, inbound_id: int, contact_id: int, address: str
+) -> None:
+    """Give a stored update its person, so FORGET (which erases by contact) reaches it."""
+    await session.execute(
+        update(InboundMessage)
+        .where(col(InboundMessage.id) == inbound_id)
+        .values(contact_id=contact_id, address=address)
+    )
 
 
 async def record_group(

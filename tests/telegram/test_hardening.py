@@ -1,0 +1,200 @@
+"""Hostile or malformed webhook bodies (400, nothing stored) and FORGET reaching every inbound row
+that holds a Telegram user's data."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.telegram_updates import TelegramUpdates
+from storage.models import Contact, InboundMessage, TelegramGroup, TelegramPollAnswer
+from tests.telegram.conftest import BOT_ID, GROUP, USER, TelegramBot
+from tests.telegram.test_polls import poll_answer
+from tests.telegram.test_webhook import group_text, member_update
+
+CHAT = {"id": USER, "type": "private", "first_name": "Sam"}
+FROM = {"id": USER, "is_bot": False, "first_name": "Sam"}
+
+
+def message(**fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"message_id": 7, "date": 1767600000, "chat": CHAT, "from": FROM}
+    body.update(fields)
+    return {"update_id": 1, "message": body}
+
+
+def callback(**fields: Any) -> dict[str, Any]:
+    query: dict[str, Any] = {
+        "id": "cq-1",
+        "from": FROM,
+        "chat_instance": "ci-1",
+        "data": "c:0",
+        "message": {"message_id": 7, "date": 1767600000, "chat": CHAT, "text": "q"},
+    }
+    query.update(fields)
+    return {"update_id": 1, "callback_query": query}
+
+
+def answer(**fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "poll_id": "poll-1",
+        "user": FROM,
+        "option_ids": [0],
+        "option_persistent_ids": ["0"],
+    }
+    body.update(fields)
+    return {"update_id": 1, "poll_answer": body}
+
+
+def group(**fields: Any) -> dict[str, Any]:
+    chat: dict[str, Any] = {"id": GROUP, "type": "supergroup", "title": "Riverside"}
+    chat.update(fields)
+    return {
+        "update_id": 1,
+        "message": {"message_id": 7, "date": 1767600000, "chat": chat, "from": FROM, "text": "hi"},
+    }
+
+
+LONG_ID = int("1" * 65)  # 65 digits: longer than an address may be
+
+MALFORMED: dict[str, Any] = {
+    "message is a string": {"update_id": 1, "message": "x"},
+    "message is a list": {"update_id": 1, "message": ["x"]},
+    "callback_query is a number": {"update_id": 1, "callback_query": 5},
+    "chat is a string": message(chat="x", text="hi"),
+    "chat missing": {"update_id": 1, "message": {"message_id": 7, "date": 1, "text": "hi"}},
+    "text is a number": message(text=123),
+    "text is a list": message(text=["a"]),
+    "text is an object": message(text={"a": 1}),
+    "caption is a number": message(caption=5),
+    "update_id is true": {"update_id": True, "message": message(text="hi")["message"]},
+    "update_id is a string": {"update_id": "1", "message": message(text="hi")["message"]},
+    "update_id over 128 characters": {
+        "update_id": int("9" * 129),
+        "message": message(text="hi")["message"],
+    },
+    "chat id over 64 characters": message(chat={**CHAT, "id": LONG_ID}, text="hi"),
+    "chat id is a long string": message(chat={**CHAT, "id": "x" * 65}, text="hi"),
+    "chat id is a string": message(chat={**CHAT, "id": "5550001"}, text="hi"),
+    "callback data is a number": callback(data=123),
+    "callback data is a list": callback(data=["a"]),
+    "callback id is a number": callback(id=5),
+    "callback chat id over 64 characters": callback(
+        message={"message_id": 7, "date": 1, "chat": {**CHAT, "id": LONG_ID}, "text": "q"}
+    ),
+    "callback message_id is a string": callback(
+        message={"message_id": "7", "date": 1, "chat": CHAT, "text": "q"}
+    ),
+    "poll user id over 64 characters": answer(user={**FROM, "id": LONG_ID}),
+    "poll id is a number": answer(poll_id=5),
+    "poll id over 64 characters": answer(poll_id="p" * 65),
+    "poll option ids are strings": answer(option_ids=["a"]),
+    "poll option ids are a string": answer(option_ids="ab"),
+    "poll option id is huge": answer(option_ids=[10**30]),
+    "group chat id over 32 characters": group(id=-int("1" * 40)),
+    "group title is a number": group(title=5),
+    "membership chat title is a list": {
+        "update_id": 1,
+        "my_chat_member": {
+            "chat": {"id": GROUP, "type": "supergroup", "title": ["x"]},
+            "from": FROM,
+            "date": 1767600000,
+            "old_chat_member": {"status": "left", "user": {**FROM, "id": BOT_ID}},
+            "new_chat_member": {"status": "member", "user": {**FROM, "id": BOT_ID}},
+        },
+    },
+}
+
+
+async def count(tg: TelegramBot, model: type) -> int:
+    async with tg.services.sessions() as s:
+        return int((await s.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+@pytest.mark.parametrize("body", list(MALFORMED.values()), ids=list(MALFORMED))
+async def test_malformed_update_is_400_and_nothing_is_stored(
+    tg: TelegramBot, body: dict[str, Any]
+) -> None:
+    response = await tg.post(body)
+    assert response.status_code == 400, response.text
+    assert response.json() == {"detail": "not a Telegram update"}
+    assert await count(tg, InboundMessage) == 0
+    assert await count(tg, Contact) == 0
+    assert await count(tg, TelegramGroup) == 0
+    assert await tg.dispatch() == 0
+
+
+async def test_well_formed_neighbours_of_the_malformed_bodies_still_pass(tg: TelegramBot) -> None:
+    """The checks are not too strict: the same shapes with proper values are accepted."""
+    ok = [
+        message(text="hi"),
+        {**message(caption="a photo"), "update_id": 2},
+        {**callback(), "update_id": 3},
+        {**answer(), "update_id": 4},
+        {**group(), "update_id": 5},
+    ]
+    for body in ok:
+        response = await tg.post(body)
+        assert response.status_code == 200, (body, response.text)
+    assert await count(tg, InboundMessage) == len(ok)
+
+
+async def inbound_rows(tg: TelegramBot) -> list[InboundMessage]:
+    async with tg.services.sessions() as s:
+        return list((await s.execute(select(InboundMessage))).scalars())
+
+
+async def test_forget_reaches_poll_answers_stale_taps_and_group_messages(
+    tg: TelegramBot,
+) -> None:
+    await tg.post(member_update(tg, "member"))
+    updates = TelegramUpdates(tg.services)
+    poll = await updates.send_poll(
+        chat_id=str(GROUP), question="Q?", options=["A", "B"], multiple=False, closes_at=None
+    )
+    assert poll.telegram_poll_id is not None
+    # Before they ever talk to the bot: group chatter and an answer to a poll we don't know.
+    await tg.post(group_text(tg, "Sam here, my flat is 4B"))
+    unknown = await tg.post(poll_answer(tg.update_ids, "poll-unknown", USER, [0]))
+    assert unknown.json()["outcome"] == "ignored: unknown poll"
+    stranger_tap = await tg.post(tg.tap(99999, "c:0"))
+    assert stranger_tap.json()["outcome"] == "closed"
+
+    voted = await tg.post(poll_answer(tg.update_ids, poll.telegram_poll_id, USER, [1]))
+    assert voted.json()["outcome"] == "poll answered"
+    await tg.say("/start")
+    consent_message, _ = tg.latest_keyboard()
+    await tg.press("Yes")
+    await tg.dispatch()
+    stale = await tg.post(tg.tap(consent_message, "c:1"))
+    assert stale.json()["outcome"] == "closed"
+
+    async with tg.services.sessions() as s:
+        contact_id = (await s.execute(select(Contact.id))).scalar_one()
+    rows = await inbound_rows(tg)
+    personal = [r for r in rows if r.address == str(USER)]
+    assert len(personal) >= 4  # the vote, /start, the consent tap and the stale tap
+    assert all(r.contact_id == contact_id for r in personal)
+    for row in rows:  # nothing the pipeline did not handle keeps the update itself
+        if row.contact_id is None:
+            assert row.raw is not None and set(row.raw) == {"update_id", "kind"}
+            assert row.text == ""
+
+    await tg.say("FORGET")
+    await tg.press("Yes")
+    await tg.dispatch()
+
+    rows = await inbound_rows(tg)
+    assert rows
+    for row in rows:
+        stored = json.dumps(row.raw)
+        assert row.address != str(USER)
+        assert str(USER) not in stored
+        assert "Sam" not in stored and "Voter" not in stored and "4B" not in stored
+        assert row.text in (None, "")
+        assert row.contact_id is None
+    async with tg.services.sessions() as s:
+        vote = (await s.execute(select(TelegramPollAnswer))).scalar_one()
+    assert vote.contact_id is None and vote.option_ids == [1]  # still counted
