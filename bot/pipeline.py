@@ -44,7 +44,7 @@ from flows.events import (
     UserInput,
 )
 from storage import repositories as repo
-from storage.models import Answer, Contact, Conversation, OutboundMessage, Priority
+from storage.models import Answer, Contact, Conversation, OutboundMessage
 
 log = logging.getLogger(__name__)
 
@@ -223,21 +223,20 @@ class Pipeline:
         if not isinstance(page, dict):
             return None
         latest.content = {k: v for k, v in latest.content.items() if k != "more"}
-        content: dict[str, Any] = {"text": str(page.get("text", "")), "choices": []}
-        content["segments"] = _int_or_none(page.get("segments"))
+        content: dict[str, Any] = {
+            "text": str(page.get("text", "")),
+            "choices": [],
+            "segments": page.get("segments"),
+        }
         if rest:
             content["more"] = rest
-        row = OutboundMessage(
+        row = repo.new_outbound(
             channel=message.channel,
             address=message.address,
             contact_id=contact_id,
             inbound_id=inbound_id,
             content=content,
-            priority=Priority.REPLY,
-            next_attempt_at=now,
-            segments=content["segments"],
-            created_at=now,
-            updated_at=now,
+            now=now,
         )
         session.add(row)
         await session.flush()
@@ -281,18 +280,14 @@ class Pipeline:
             content = channel.render(event, contact.language)
             if contact.erased_at is not None:
                 content[ERASE_AFTER_SEND] = True
-            row = OutboundMessage(
+            row = repo.new_outbound(
                 channel=message.channel,
                 address=message.address,
                 contact_id=None if contact.erased_at is not None else contact.id,
                 inbound_id=inbound_id,
                 content=content,
-                priority=Priority.REPLY,
                 ignore_opt_out=event.ignore_opt_out,
-                next_attempt_at=now,
-                segments=_int_or_none(content.get("segments")),
-                created_at=now,
-                updated_at=now,
+                now=now,
             )
             session.add(row)
             outbox.append(row)
@@ -347,7 +342,3 @@ def _update_contact(contact: Contact, name: str, value: Any, now: datetime) -> N
         contact.postcode = None if value is None else str(value)
     elif name == "ward_code":
         contact.ward_code = None if value is None else str(value)
-
-
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) else None

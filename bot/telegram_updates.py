@@ -308,14 +308,12 @@ class TelegramUpdates:
 
     def _enqueue(self, session: AsyncSession, chat_id: str, text: str) -> OutboundMessage:
         now = self._now()
-        row = OutboundMessage(
+        row = repo.new_outbound(
             channel=CHANNEL,
             address=chat_id,
             content={"text": text, "choices": [], "buttons": []},
             priority=Priority.BULK,
-            next_attempt_at=now,
-            created_at=now,
-            updated_at=now,
+            now=now,
         )
         session.add(row)
         return row

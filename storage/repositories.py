@@ -23,6 +23,7 @@ from storage.models import (
     OutboundMessage,
     OutboxStatus,
     PostcodeWard,
+    Priority,
     TelegramPollAnswer,
     Ward,
 )
@@ -201,6 +202,34 @@ async def list_wards(session: AsyncSession) -> list[tuple[Ward, int]]:
 
 
 # ---- outbox -----------------------------------------------------------------------------------
+
+
+def new_outbound(
+    *,
+    channel: str,
+    address: str,
+    content: dict[str, Any],
+    now: datetime,
+    contact_id: int | None = None,
+    inbound_id: int | None = None,
+    priority: int = Priority.REPLY,
+    ignore_opt_out: bool = False,
+) -> OutboundMessage:
+    """An outbox row, due now; its segment count is read from the rendered content."""
+    segments = content.get("segments")
+    return OutboundMessage(
+        channel=channel,
+        address=address,
+        contact_id=contact_id,
+        inbound_id=inbound_id,
+        content=content,
+        priority=priority,
+        ignore_opt_out=ignore_opt_out,
+        next_attempt_at=now,
+        segments=segments if isinstance(segments, int) else None,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 async def claim_due(
