@@ -13,8 +13,6 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SUPPORTED_LANGUAGES = ("en", "cy")
-
 
 class SettingsError(Exception):
     """A setting is missing or invalid; the message is one line naming it."""
@@ -33,7 +31,6 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     default_language: Literal["en", "cy"] = "en"
     default_region: str = Field(default="GB", min_length=2, max_length=2)
-    timezone: str = "Europe/London"
 
     # A folder of extra flow YAML files; a flow here replaces a shipped flow with the same id.
     flows_dir: Path | None = None
