@@ -12,6 +12,7 @@ Identical ballots are grouped while reading, which is what makes large files che
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -60,12 +61,33 @@ class Issue:
         return f"{where}: {self.severity}: {self.message}"
 
 
+# Amounts (costs, budgets, points) above this are refused: no real PB round comes near it, and
+# the tally needs amounts that fit a float64 with room to spare.
+MAX_AMOUNT = 10**15
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,3})?")
+
+
 def _number(text: str) -> Fraction:
-    """Parse a Pabulib number exactly (`,` is accepted as the decimal separator)."""
+    """Parse a Pabulib number exactly (`,` is accepted as the decimal separator).
+
+    Raises ValueError whose message completes "... is ...": "not a number" (also for
+    anything over 64 characters, or an exponent of more than 3 digits, which would take
+    Fraction minutes to expand) or "too large".
+    """
     cleaned = text.strip().replace(",", ".")
-    if not cleaned:
-        raise ValueError("empty")
-    return Fraction(cleaned)
+    if len(cleaned) > 64:
+        raise ValueError("not a number (over 64 characters)")
+    if not _NUMBER.fullmatch(cleaned):
+        raise ValueError("not a number")
+    value = Fraction(cleaned)
+    if abs(value) > MAX_AMOUNT:
+        raise ValueError(f"too large (at most {MAX_AMOUNT:,})")
+    return value
+
+
+def _show(raw: str) -> str:
+    """A cell as quoted in a message: cut short if long."""
+    return raw if len(raw) <= 40 else raw[:37] + "..."
 
 
 def _split(line: str) -> list[str]:
@@ -211,8 +233,8 @@ class _Reader:
         if raw_budget is not None:
             try:
                 self.budget = _number(raw_budget)
-            except (ValueError, ZeroDivisionError):
-                self.problem(self.meta_lines["budget"], f"budget '{raw_budget}' is not a number")
+            except ValueError as e:
+                self.problem(self.meta_lines["budget"], f"budget '{_show(raw_budget)}' is {e}")
             else:
                 if self.budget < 0:
                     self.problem(self.meta_lines["budget"], "budget is negative")
@@ -244,8 +266,8 @@ class _Reader:
             return
         try:
             cost = _number(f["cost"])
-        except (ValueError, ZeroDivisionError):
-            self.problem(lineno, f"cost '{f['cost']}' of project '{pid}' is not a number")
+        except ValueError as e:
+            self.problem(lineno, f"cost '{_show(f['cost'])}' of project '{pid}' is {e}")
             return
         if cost < 0:
             self.problem(lineno, f"cost of project '{pid}' is negative")
@@ -284,8 +306,9 @@ class _Reader:
                 return
             try:
                 pts = [_number(x) for x in raw]
-            except (ValueError, ZeroDivisionError):
-                self.problem(lineno, f"points '{f.get('points', '')}' are not numbers")
+            except ValueError as e:
+                why = str(e).replace("not a number", "not numbers")
+                self.problem(lineno, f"points '{_show(f.get('points', ''))}' are {why}")
                 return
             if any(p < 0 for p in pts):
                 self.problem(lineno, "negative points")
@@ -308,7 +331,7 @@ class _Reader:
         def limit(key: str) -> Fraction | None:
             try:
                 return _number(m[key]) if key in m else None
-            except (ValueError, ZeroDivisionError):
+            except ValueError:
                 return None
 
         n = len(idx)

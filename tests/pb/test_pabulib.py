@@ -72,6 +72,12 @@ def test_good_file_checks_clean() -> None:
         (GOOD.replace("c;60;1;Library", "c;60;1"), "c;60;1", "expected 4 fields"),
         (GOOD.replace("budget;100", "budget;lots"), "budget;lots", "not a number"),
         (GOOD.replace("b;40.5;2", "a;40.5;2"), "a;40.5;2", "listed twice"),
+        # amounts the tally could not hold in a float, or that would take minutes to expand
+        (GOOD.replace("a;50;3", "a;1e400;3"), "a;1e400", "too large (at most 1,000,000,"),
+        (GOOD.replace("budget;100", "budget;1e999999999"), "budget;1e9", "not a number"),
+        (GOOD.replace("a;50;3", "a;" + "9" * 500 + ";3"), "a;999", "over 64 characters"),
+        (GOOD.replace("a;50;3", "a;nan;3"), "a;nan", "not a number"),
+        (GOOD.replace("a;50;3", "a;1/2;3"), "a;1/2", "not a number"),
     ],
 )
 def test_errors_carry_the_line_number(broken: str, needle: str, message: str) -> None:
@@ -79,6 +85,7 @@ def test_errors_carry_the_line_number(broken: str, needle: str, message: str) ->
         parse_pabulib(broken)
     assert info.value.line == _line_of(broken, needle)
     assert message in str(info.value)
+    assert len(str(info.value)) < 200  # long cells are cut short in the message
 
 
 def test_truncated_file_is_reported_at_its_end() -> None:
