@@ -1,5 +1,6 @@
 # civicbot: `make run` serves the bot with the embedded SQLite database, `make test` runs
-# ruff, mypy and the whole test suite. Both create .venv on first use.
+# ruff, mypy and the whole test suite. Both create .venv on first use (and rebuild the PB
+# tally's C kernel, flows/pb/_mes.c, when it changes).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,11 +11,11 @@ $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "civicbot needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-run: pyproject.toml flows/pb/_mes.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
 	@touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml flows/pb/_mes.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $@ $(VENV)/.installed-run
 
@@ -34,4 +35,4 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/tally.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build flows/pb/*.so

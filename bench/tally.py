@@ -118,7 +118,10 @@ def main() -> None:
         ref = None if args.no_reference else reference(path, args.rule, args.cap_seconds)
         if ref is None:
             note = "skipped" if args.no_reference else f"> {args.cap_seconds:.0f} (cap)"
-            print(f"{path.stem[:58]:<58} {voters:>7} {ours_txt:>9} {note:>14} {'':>8}", flush=True)
+            # past the cap, the ratio is at least cap / ours
+            ratio = "" if args.no_reference or got is None else f">{args.cap_seconds / got[0]:.0f}x"
+            row = f"{path.stem[:58]:<58} {voters:>7} {ours_txt:>9} {note:>14} {ratio:>8}"
+            print(row, flush=True)
             continue
         t_ref, ref_sel = ref
         if got is None:

@@ -9,50 +9,32 @@ points (`Additive_Cardinal_Sat`) for cumulative/scoring ballots, Borda (`Additiv
 Arithmetic
 ----------
 Every decision (which project is funded, how much each voter pays, which projects tie) is
-taken in exact rational arithmetic (`fractions.Fraction`), so it cannot differ from pabutools,
-which uses exact `gmpy2.mpq`. Floats (numpy float64) are used only to *find* candidates fast:
+either taken in exact rational arithmetic (`fractions.Fraction`) or proven by rigorously
+bounded floats, so it cannot differ from pabutools, which uses exact `gmpy2.mpq`.
 
-* MES: each project's price `rho` is estimated in floats together with a rigorous relative
-  error bound `delta` (budgets are correctly rounded from the exact values, a sum of N
-  non-negative float terms has relative error <= N*u, the subtraction in the break-point
-  formula amplifies it by at most W_total/W_uncapped; we use 16x that bound). Every project
-  whose interval `[rho(1-delta), rho(1+delta)]` reaches the smallest upper end is then priced
-  exactly, and the exact minimum, with exact ties broken by the tie-breaking key, wins.
-  A project whose float estimate is too close to call (affordability or break point) is
-  always priced exactly.
-* Exact pricing itself is float-guided: floats propose which supporters pay all they have;
-  the exact price implied by that set is accepted only if exact comparisons (or float ones
-  that are rigorous: correctly rounded values more than 1e-9 apart relatively) show that the
-  set is consistent with it, which makes it the unique root of the payment equation; else the
-  plain exact scan decides. Likewise "pays all it has or the price" is decided by floats only
-  where they are rigorously apart, exactly otherwise. Event distances (below) may be replaced
-  by smaller floats (a quotient of integers, correctly rounded, times 1 - 1e-12): a smaller
-  distance only makes the search look at more budgets, never fewer.
+* The exact MES engine (`_MesRun`; used by `mes`, for every result's payments, and where the
+  float kernel cannot decide) takes every decision in `Fraction`s. Floats only *find*
+  candidates: each project's rho is estimated in floats with a rigorous relative error bound
+  (budgets correctly rounded from the exact values, a sum of N non-negative float terms within
+  N*u, the break-point subtraction amplifying that by at most W_total/W_uncapped; 16x that
+  bound is used). Every project whose interval reaches the smallest upper end is priced
+  exactly; the exact minimum, exact ties broken by the tie-breaking key, wins.
+* Exact pricing is float-guided: floats propose which supporters pay all they have; the exact
+  price that set implies is accepted only if exact comparisons (or float ones that are
+  rigorous: correctly rounded values more than 1e-9 apart relatively) show the set is
+  consistent with it, which makes it the unique root of the payment equation; else the plain
+  exact scan decides. "Pays all it has or the price" is decided likewise.
 * Voters with identical ballots always hold identical budgets, so budgets are kept per
-  *class* of groups sharing one exact value; exact pricing aggregates the supporters of a
-  project per class, so its cost is the number of classes, not of voters.
-* Add1 completion: instead of re-running MES for every +1 step of the per-voter budget, the
-  run at budget x also yields a lower bound on the next x at which the sequence of funded
-  projects can change (below); the runs in between would give the same outcome and are
-  skipped. That bound is derived from exact winners' data and from float margins that are
-  made conservative by their error bounds; and as a last safeguard the run just before the
-  first infeasible budget is recomputed from scratch and must equal the outcome kept.
-* Add1 runs are incremental: every round records its state at its start and the distance in x
-  to its own first event. The run at the next budget x' keeps every round before the first one
-  whose event distance is used up: those rounds have the same winner and are on the same
-  affine piece at x', so their budgets (class values, exact affine functions of x) and
-  payments are evaluated at x' instead of recomputed, and MES continues from that round.
-  (Payments of kept rounds are only evaluated when the result is built.)
-
-Why the Add1 skip is sound: with the sequence of winners fixed, every voter's budget and every
-winner's price are piecewise-affine in the per-voter budget x, with kinks only where a
-supporter of a winner switches between "pays the price" and "pays everything left" (exact
-events on the winner's classes). Between kinks, for every other project p the margin
-M_p(x) = cost_p - sum_i w_i min(b_i(x), rho_w(x) u_ip) is convex (a constant minus a sum of
-minima of affine functions), so its tangent at x bounds it from below: p cannot become
-cheaper than the winner before the tangent reaches zero. The same holds at the last round with
-rho = infinity (a project becoming affordable). The next x to evaluate is the earliest of these
-events; if no event happens before x', the winners, hence the outcome, are the same at x'.
+  *class* of groups sharing one exact value; exact pricing aggregates a project's supporters
+  per class, so its cost is the number of classes, not of voters.
+* `mes-add1` runs MES at every per-voter budget B/n + k, k = 1, 2, ... (up to ~200 runs on
+  the shared files), so each run goes through a C kernel (`flows/pb/_mes.c`, `_FloatMes`)
+  that keeps an interval around every exact budget and price, in IEEE binary64 with outward
+  rounding, and takes a decision only when the intervals prove it. It proves exact ties too
+  where they are structural (every supporter either has nothing left or pays the price, so
+  rho = 1 / supporters with money). Anything else it cannot prove makes it give up on that
+  run, which then runs in the exact engine. The kept outcome is recomputed exactly for its
+  payments. The proof is in the C file's header comment.
 """
 
 from __future__ import annotations
@@ -66,6 +48,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from flows.pb import _mes
 from flows.pb.model import Election, TieBreak, TieKey, tie_key
 
 Rule = Literal["greedy", "mes", "mes-add1", "phragmen"]
@@ -141,7 +124,7 @@ def tally(election: Election, rule: Rule, tie_break: TieBreak = "cost-votes") ->
     prep = _Prepared(election)
     n = election.num_voters
     if rule == "mes":
-        run = _MesRun(prep, election.budget / n if n else Fraction(0), key, events=False)
+        run = _MesRun(prep, election.budget / n if n else Fraction(0), key)
         return _mes_result(election, prep, run, "mes", tie_break, 0)
     return _mes_add1(election, prep, key, tie_break)
 
@@ -342,67 +325,36 @@ class _Prepared:
         self.vmax = max((int(v.max()) for v in self.util if len(v)), default=1)
         self.scale: list[Fraction] = [(c if approval else Fraction(1)) for c in self.costs]
         self.scale_f = np.array([float(s) for s in self.scale], dtype=np.float64)
-        # flattened (project, supporter) arrays for the Add1 event bounds
-        self.flat_proj = np.concatenate(
-            [np.full(len(s), j, dtype=np.int64) for j, s in enumerate(self.sup)]
-            + [np.zeros(0, dtype=np.int64)]
-        )
+        # supporters of every project, one after the other (the float kernel's CSR layout)
         self.flat_sup = np.concatenate(self.sup + [np.zeros(0, dtype=np.int64)])
-        self.flat_v = np.concatenate(self.util_f + [np.zeros(0, dtype=np.float64)])
-        self.flat_w = np.concatenate(self.wsup_f + [np.zeros(0, dtype=np.float64)])
-        self.nsup = np.array([len(s) for s in self.sup], dtype=np.float64)
         self.nsup_i = np.array([len(s) for s in self.sup], dtype=np.int64)
         # projects MES has to price: supported and not free
         self.priced = [p for p in range(m) if len(self.sup[p]) and self.costs[p] != 0]
 
 
 class _Classes:
-    """Exact budget values (and, for Add1, their slopes in x) shared by groups of voters."""
+    """Exact budget values shared by groups of voters, with their floats."""
 
-    def __init__(self, value: Fraction, slope: Fraction) -> None:
+    def __init__(self, value: Fraction) -> None:
         self.val: list[Fraction] = []
-        self.slope: list[Fraction] = []
         self.f: FloatArray = np.empty(256, dtype=np.float64)
-        self.fs: FloatArray = np.empty(256, dtype=np.float64)
-        self.lookup: dict[tuple[int, int, int, int], int] = {}
-        self.get(value, slope)
+        self.lookup: dict[tuple[int, int], int] = {}
+        self.get(value)
 
-    def get(self, value: Fraction, slope: Fraction) -> int:
+    def get(self, value: Fraction) -> int:
         # keyed by integers: hashing a Fraction is far slower than hashing ints
-        k = (value.numerator, value.denominator, slope.numerator, slope.denominator)
+        k = (value.numerator, value.denominator)
         found = self.lookup.get(k)
         if found is not None:
             return found
         i = len(self.val)
         if i == len(self.f):
             self.f = np.concatenate([self.f, np.empty(i, dtype=np.float64)])
-            self.fs = np.concatenate([self.fs, np.empty(i, dtype=np.float64)])
         self.val.append(value)
-        self.slope.append(slope)
         # int / int is correctly rounded, exactly as float(Fraction), without its overhead
         self.f[i] = value.numerator / value.denominator
-        self.fs[i] = slope.numerator / slope.denominator
         self.lookup[k] = i
         return i
-
-    def shifted(self, n: int, dx: Fraction) -> _Classes:
-        """The first `n` classes, evaluated `dx` further along x (slopes unchanged)."""
-        out = _Classes.__new__(_Classes)
-        out.slope = self.slope[:n]
-        out.val = (
-            [v + s * dx for v, s in zip(self.val[:n], out.slope, strict=True)]
-            if dx
-            else (self.val[:n])
-        )
-        size = max(256, len(self.f))
-        out.f = np.empty(size, dtype=np.float64)
-        out.fs = self.fs.copy()
-        out.f[:n] = [float(v) for v in out.val]
-        out.lookup = {
-            (v.numerator, v.denominator, s.numerator, s.denominator): i
-            for i, (v, s) in enumerate(zip(out.val, out.slope, strict=True))
-        }
-        return out
 
 
 @dataclass(slots=True)
@@ -412,27 +364,6 @@ class _Round:
     groups: IntArray  # supporting groups
     paid: list[Fraction]  # per pair
     inv: IntArray  # group -> pair
-    at: Fraction  # the per-voter budget x at which t and paid were computed
-    dt: Fraction = Fraction(0)  # slope of t in x (Add1)
-    paid_slope: list[Fraction] | None = None  # slope of `paid` in x (Add1)
-
-    def at_x(self, x: Fraction) -> _Round:
-        """This round evaluated at x (Add1 reuses rounds on the same affine piece)."""
-        dx = x - self.at
-        if not dx or self.paid_slope is None:
-            return self
-        paid = [a + s * dx for a, s in zip(self.paid, self.paid_slope, strict=True)]
-        t = self.t + self.dt * dx
-        return _Round(self.project, t, self.groups, paid, self.inv, x, self.dt, self.paid_slope)
-
-
-@dataclass(frozen=True, slots=True)
-class _Snap:
-    """State at the start of a round: funded so far, class of every group, classes in use."""
-
-    nsel: int
-    cls: IntArray
-    ncls: int
 
 
 @dataclass(slots=True)
@@ -446,62 +377,21 @@ class _Pairs:
 
 
 class _MesRun:
-    """One run of MES at per-voter budget `b0`. With `events`, also the Add1 skip bound."""
+    """One exact run of MES at per-voter budget `b0`."""
 
-    def __init__(self, prep: _Prepared, b0: Fraction, key: TieKey, *, events: bool) -> None:
+    def __init__(self, prep: _Prepared, b0: Fraction, key: TieKey) -> None:
         self.prep = prep
         self.key = key
-        self.events = events
         self.b0 = b0
         G = len(prep.weights)
-        self.classes = _Classes(b0, Fraction(1))
+        self.classes = _Classes(b0)
         self.cls: IntArray = np.zeros(G, dtype=np.int64)
         self.selected: list[int] = []
         self.rounds: list[_Round] = []
-        self.delta: Fraction | float = _INF  # Add1: the current round's event distance
-        # Add1: per round (the last one being the round that finds nothing affordable), the
-        # state at its start, the x at which it was computed and its own event distance.
-        self.snaps: list[_Snap] = []
-        self.at: list[Fraction] = []
-        self.until: list[Fraction | float] = []
         for p in range(prep.m):
             if len(prep.sup[p]) and prep.costs[p] == 0:
                 self.selected.append(p)
         self._run()
-
-    def remaining(self) -> Fraction | float:
-        """How far x can grow from `b0` before some round may change (Add1)."""
-        return min(
-            (u - (self.b0 - a) for u, a in zip(self.until, self.at, strict=True)), default=_INF
-        )
-
-    def resumed(self, b0: Fraction) -> _MesRun:
-        """The run at per-voter budget `b0` > `self.b0`, reusing every round still valid there.
-
-        Rounds before the first one whose event distance is used up have the same winner at
-        `b0`, and their budgets and payments are on the same affine piece, so they are
-        evaluated at `b0` instead of recomputed; the run continues from that round.
-        """
-        assert self.events and b0 > self.b0
-        i0 = len(self.snaps) - 1
-        for i, (u, a) in enumerate(zip(self.until, self.at, strict=True)):
-            if u - (b0 - a) <= 0:
-                i0 = i
-                break
-        dx = b0 - self.b0
-        snap = self.snaps[i0]
-        new = _MesRun.__new__(_MesRun)
-        new.prep, new.key, new.events, new.b0 = self.prep, self.key, True, b0
-        new.classes = self.classes.shifted(snap.ncls, dx)
-        new.cls = snap.cls.copy()
-        new.selected = self.selected[: snap.nsel]
-        new.rounds = self.rounds[:i0]  # evaluated at b0 only for the result (`at_x`)
-        new.delta = _INF
-        new.snaps = self.snaps[:i0]
-        new.at = self.at[:i0]
-        new.until = self.until[:i0]
-        new._run()
-        return new
 
     # -- float estimate ---------------------------------------------------------------------
     def _estimate(self, p: int) -> tuple[float, float] | None:
@@ -638,16 +528,8 @@ class _MesRun:
             p: float(prep.costs[p] / (prep.scale[p] * prep.wtot[p])) * (1.0 - 4 * _U) for p in alive
         }
         alive_set = set(alive)
-        while True:
-            if self.events:
-                self.snaps.append(_Snap(len(self.selected), self.cls.copy(), len(self.classes.val)))
-                self.delta = _INF
-            funded = self._round(alive_set, lb)
-            if self.events:
-                self.at.append(self.b0)
-                self.until.append(self.delta)
-            if not funded:
-                return
+        while self._round(alive_set, lb):
+            pass
 
     def _round(self, alive_set: set[int], lb: dict[int, float]) -> bool:
         """One round: fund the cheapest project (True), or find that none is affordable."""
@@ -683,179 +565,42 @@ class _MesRun:
             if winner is None:
                 if cands:  # every candidate turned out unaffordable: look again
                     continue
-                if self.events:
-                    self._margin_events(None, Fraction(0), Fraction(0), alive_set)
                 return False
             assert win_pairs is not None
-            self._pay(winner, win_t, win_pairs, alive_set)
+            self._pay(winner, win_t, win_pairs)
             alive_set.discard(winner)
             self.selected.append(winner)
             return True
 
-    def _pay(self, p: int, t: Fraction, pairs: _Pairs, alive: set[int]) -> None:
-        prep = self.prep
+    def _pay(self, p: int, t: Fraction, pairs: _Pairs) -> None:
         classes = self.classes
-        val, slope = classes.val, classes.slope
-        events = self.events
-        # capped[k]: the pair's budget is at most its price (it pays all it has). Floats decide
-        # where the correctly rounded budget and price are clearly apart, exact arithmetic
-        # otherwise (equality included).
+        val = classes.val
+        # Each pair pays min(budget, price): "capped" (pays all it has) is decided in floats
+        # where the correctly rounded budget and price are clearly apart, exactly otherwise.
         tf = float(t)
         fvals = classes.f[np.array(pairs.cls, dtype=np.int64)].tolist()
-        capped: list[bool] = []
-        prices: list[Fraction] = []
+        zero = classes.get(Fraction(0))
+        new_cls: list[int] = []
+        paid: list[Fraction] = []
         for c, v, bf in zip(pairs.cls, pairs.util, fvals, strict=True):
             price = t if v == 1 else t * v
             pf = tf * v
-            if bf < pf * (1.0 - 1e-12):
-                capped.append(True)
-            elif bf > pf * (1.0 + 1e-12):
-                capped.append(False)
-            else:
-                capped.append(val[c] <= price)
-            prices.append(price)
-        dt = Fraction(0)
-        if events:
-            # slope of t in x: t = (cost - sum_capped W b) / sum_uncapped W v (an exact
-            # equality b = t v counts as uncapped: both give the same t)
-            capped_slope = Fraction(0)
-            unc = 0
-            for c, v, w, cap, price in zip(
-                pairs.cls, pairs.util, pairs.weight, capped, prices, strict=True
-            ):
-                if cap and val[c] != price:
-                    capped_slope += w * slope[c]
-                else:
-                    unc += w * v
-            dt = -capped_slope / unc
-            self._margin_events(p, t, dt, alive)
-        zero = classes.get(Fraction(0), Fraction(0))
-        new_cls: list[int] = []
-        paid: list[Fraction] = []
-        pslope: list[Fraction] = []
-        for c, v, cap, price in zip(pairs.cls, pairs.util, capped, prices, strict=True):
             beta = val[c]
-            if cap:
-                if events:
-                    ds = slope[c] - (dt if v == 1 else dt * v)
-                    if ds.numerator > 0:  # the gap beta - price (<= 0) grows, reaching 0 at -gap/ds
-                        gap = beta - price
-                        if gap == 0:
-                            self.delta = 0
-                        else:
-                            self.delta = min(self.delta, _lower_quotient(-gap, ds))
-                    elif ds.numerator < 0 and beta == price:  # stable equality (ds = 0): no event
-                        self.delta = 0
-                    pslope.append(slope[c])
+            if bf < pf * (1.0 - 1e-12):
+                capped = True
+            elif bf > pf * (1.0 + 1e-12):
+                capped = False
+            else:
+                capped = beta <= price
+            if capped:
                 paid.append(beta)
                 new_cls.append(zero)
             else:
-                left = beta - price
-                if events:
-                    ds = slope[c] - (dt if v == 1 else dt * v)
-                    if ds.numerator < 0:
-                        self.delta = min(self.delta, _lower_quotient(left, -ds))
-                    pslope.append(dt if v == 1 else dt * v)
-                    new_cls.append(classes.get(left, ds))
-                else:
-                    new_cls.append(classes.get(left, Fraction(0)))
                 paid.append(price)
-        groups = prep.sup[p]
+                new_cls.append(classes.get(beta - price))
+        groups = self.prep.sup[p]
         self.cls[groups] = np.array(new_cls, dtype=np.int64)[pairs.inv]
-        self.rounds.append(
-            _Round(p, t, groups, paid, pairs.inv, self.b0, dt, pslope if events else None)
-        )
-
-    def _margin_events(
-        self, winner: int | None, t: Fraction, dt: Fraction, alive: set[int]
-    ) -> None:
-        """Lower bound on when a non-winner could match the winner's price (see module doc).
-
-        `winner is None`: the final round, where a project could become affordable.
-        """
-        prep = self.prep
-        done = set(self.selected)
-        if winner is not None:
-            done.add(winner)
-        todo = [p for p in prep.priced if p not in done]
-        if not todo:
-            return
-        if winner is None:
-            rho_f, drho_f = _INF, 0.0
-        else:
-            rho_f = float(t / prep.scale[winner])
-            drho_f = float(dt / prep.scale[winner])
-        ta = np.array(todo, dtype=np.int64)
-        # only the (project, supporter) pairs of the projects in question (per project, in
-        # the same order as in the full flat arrays, so the sums are the same)
-        todo_mask = np.zeros(prep.m, dtype=bool)
-        todo_mask[ta] = True
-        sel = np.repeat(todo_mask, prep.nsup_i)
-        fp = prep.flat_proj[sel]
-        ci = self.cls[prep.flat_sup[sel]]
-        b = self.classes.f[ci]
-        db = self.classes.fs[ci]
-        fv = prep.flat_v[sel]
-        pi = (rho_f * prep.scale_f)[fp] * fv if winner is not None else np.full(len(fp), _INF)
-        dpi = (drho_f * prep.scale_f)[fp] * fv
-        capped = b < pi
-        term = np.where(capped, b, pi)
-        dterm = np.where(capped, db, np.where(b == pi, np.minimum(db, dpi), dpi))
-        w = prep.flat_w[sel]
-        sums = np.bincount(fp, weights=w * term, minlength=prep.m)
-        dsums = np.bincount(fp, weights=w * dterm, minlength=prep.m)
-        dabs = np.bincount(fp, weights=w * np.abs(dterm), minlength=prep.m)
-        err = 8.0 * (prep.nsup[ta] + 8) * _U
-        c = prep.costs_f[ta]
-        sp = sums[ta]
-        near = c - sp <= 1e-7 * c
-        for p in ta[near].tolist():
-            # possibly an exact tie with the winner: decide in exact arithmetic
-            m_exact, dm_exact = self._exact_margin(p, winner, t, dt)
-            if m_exact < 0 or (m_exact == 0 and (dm_exact < 0 or winner is None)):
-                self.delta = 0
-                return
-            if m_exact == 0 and winner is not None and self.key(p) < self.key(winner):
-                self.delta = 0
-                return
-            if m_exact > 0 and dm_exact < 0:
-                self.delta = min(self.delta, m_exact / -dm_exact)
-        # the others, all at once (the same float operations as one by one)
-        far = ~near
-        margin = c[far] - sp[far] * (1.0 + err[far]) - 1e-9 * c[far]
-        da = dabs[ta][far]
-        falling = dsums[ta][far] + err[far] * da + 1e-12 * da
-        down = falling > 0
-        if down.any():
-            self.delta = min(
-                self.delta, float(((margin[down] / falling[down]) * (1.0 - 1e-9)).min())
-            )
-
-    def _exact_margin(
-        self, p: int, winner: int | None, t: Fraction, dt: Fraction
-    ) -> tuple[Fraction, Fraction]:
-        """Exact M_p(x) = cost_p - sum_i w_i min(b_i, pi v_i) and its right derivative in x."""
-        prep = self.prep
-        pairs = self._pairs(p)
-        val, slope = self.classes.val, self.classes.slope
-        m = prep.costs[p]
-        dm = Fraction(0)
-        if winner is None:
-            for c, w in zip(pairs.cls, pairs.weight, strict=True):
-                m -= w * val[c]
-                dm -= w * slope[c]
-            return m, dm
-        pi = t / prep.scale[winner] * prep.scale[p]
-        dpi = dt / prep.scale[winner] * prep.scale[p]
-        for c, v, w in zip(pairs.cls, pairs.util, pairs.weight, strict=True):
-            beta, price = val[c], pi * v
-            if beta < price:
-                m, dm = m - w * beta, dm - w * slope[c]
-            elif beta > price:
-                m, dm = m - w * price, dm - w * dpi * v
-            else:
-                m, dm = m - w * beta, dm - w * min(slope[c], dpi * v)
-        return m, dm
+        self.rounds.append(_Round(p, t, groups, paid, pairs.inv))
 
     # -- results ----------------------------------------------------------------------------
     def money_left(self, p: int) -> Fraction:
@@ -864,14 +609,6 @@ class _MesRun:
             return Fraction(0)
         per = np.bincount(self.cls[s], weights=self.prep.wsup_f[p]).tolist()
         return sum((int(w) * self.classes.val[c] for c, w in enumerate(per) if w), Fraction(0))
-
-
-def _lower_quotient(a: Fraction, b: Fraction) -> float:
-    """A float at most a/b (a >= 0, b > 0): an event distance may only be underestimated."""
-    try:
-        return (a.numerator * b.denominator) / (a.denominator * b.numerator) * (1.0 - 1e-12)
-    except OverflowError:  # pragma: no cover - an event beyond any reachable budget
-        return 1e300
 
 
 def _wsum(weights: Sequence[int], values: Sequence[Fraction]) -> Fraction:
@@ -894,7 +631,7 @@ def _mes_result(
     votes = _supporters(election)
     funded: list[Funded] = []
     step = 0
-    by_round = {r.project: r.at_x(run.b0) for r in run.rounds}
+    by_round = {r.project: r for r in run.rounds}
     for p in run.selected:
         step += 1
         r = by_round.get(p)
@@ -935,60 +672,90 @@ def _mes_result(
     )
 
 
+class _FloatMes:
+    """MES runs (approval, cost-satisfaction) through the certified float kernel `_mes.run`.
+
+    `run(x)` gives the funded projects at per-voter budget x in funding order, exactly as the
+    exact engine would, or None when the kernel could not prove a decision (near or exact
+    ties other than between projects that nobody is capped on); see flows/pb/_mes.c.
+    """
+
+    def __init__(self, prep: _Prepared, key: TieKey) -> None:
+        m = prep.m
+        self.prep = prep
+        self.ptr = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(prep.nsup_i, out=self.ptr[1:])
+        self.idx = np.ascontiguousarray(prep.flat_sup, dtype=np.int64)
+        rank = np.empty(m, dtype=np.int64)
+        rank[sorted(range(m), key=key)] = np.arange(m)
+        self.rank = rank
+        self.w = prep.weights.astype(np.float64)
+        self.clo = np.array([_float_below(c) for c in prep.costs], dtype=np.float64)
+        self.chi = np.array([_float_above(c) for c in prep.costs], dtype=np.float64)
+        self.wtot = np.array([max(w, 1) for w in prep.wtot], dtype=np.float64)
+        self.alive = np.zeros(m, dtype=np.int8)
+        self.alive[prep.priced] = 1
+        self.free = [p for p in range(m) if len(prep.sup[p]) and prep.costs[p] == 0]
+        G = len(self.w)
+        self.lo = np.empty(G, dtype=np.float64)
+        self.hi = np.empty(G, dtype=np.float64)
+        self.sel = np.empty(m, dtype=np.int64)
+        # sums of weights must be exact in float64 for the kernel's argument
+        self.usable = sum(prep.wtot) < 2**52
+
+    def run(self, x: Fraction) -> list[int] | None:
+        if not self.usable:
+            return None
+        n = _mes.run(
+            self.ptr, self.idx, self.rank, self.w, self.clo, self.chi, self.wtot, self.alive,
+            _float_below(x), _float_above(x), self.lo, self.hi, self.sel,
+        )
+        if n < 0:
+            return None
+        funded: list[int] = self.sel[:n].tolist()
+        return self.free + funded
+
+
+def _float_below(v: Fraction) -> float:
+    f = v.numerator / v.denominator  # correctly rounded
+    return f if Fraction(f) <= v else math.nextafter(f, -math.inf)
+
+
+def _float_above(v: Fraction) -> float:
+    f = v.numerator / v.denominator
+    return f if Fraction(f) >= v else math.nextafter(f, math.inf)
+
+
 def _mes_add1(election: Election, prep: _Prepared, key: TieKey, tie_break: TieBreak) -> TallyResult:
     """pabutools' `exhaustion_by_budget_increase(..., budget_step=n, exhaustive_stop=False)`.
 
     The per-voter budget goes B/n, B/n + 1, B/n + 2, ... while the total budget stays at most
     B*(n+1) (so k <= B); the result is the outcome just before the first one costing more
-    than B (or the last one if none does). Runs that cannot differ are skipped.
+    than B (or the last one if none does). Each step runs the certified float kernel, and the
+    exact engine where the kernel cannot decide; the kept outcome is recomputed exactly.
     """
     n = election.num_voters
     budget = election.budget
     if n == 0:
-        run = _MesRun(prep, Fraction(0), key, events=False)
+        run = _MesRun(prep, Fraction(0), key)
         return _mes_result(election, prep, run, "mes-add1", tie_break, 1)
     base = budget / n
     kmax = math.floor(budget)
-
-    def cost(r: _MesRun) -> Fraction:
-        return sum((prep.costs[p] for p in r.selected), Fraction(0))
-
+    fast = _FloatMes(prep, key)
+    costs = prep.costs
     k = 0
-    run = _MesRun(prep, base, key, events=True)
-    runs = 1
-    while True:
-        rem = run.remaining()
-        step = _INF if rem == _INF else max(1, math.ceil(rem))
-        if step == _INF or k + step > kmax:
-            return _mes_result(election, prep, run, "mes-add1", tie_break, runs)
-        k_next = k + int(step)
-        nxt = run.resumed(base + k_next)
+    runs = 0
+    while k + 1 <= kmax:
+        x = base + k + 1
+        sel = fast.run(x)
+        if sel is None:
+            sel = _MesRun(prep, x, key).selected
         runs += 1
-        if cost(nxt) > budget:
-            if k_next - 1 > k:
-                # safeguard: the outcome just before must be the one we keep
-                check = _MesRun(prep, base + k_next - 1, key, events=False)
-                runs += 1
-                if sorted(check.selected) != sorted(run.selected):  # pragma: no cover
-                    return _add1_linear(election, prep, key, tie_break, k, runs)
-            return _mes_result(election, prep, run, "mes-add1", tie_break, runs)
-        k, run = k_next, nxt
-
-
-def _add1_linear(
-    election: Election, prep: _Prepared, key: TieKey, tie_break: TieBreak, k: int, runs: int
-) -> TallyResult:
-    """Plain +1 stepping from k (only reached if the skip safeguard ever fails)."""
-    budget = election.budget
-    base = budget / election.num_voters
-    run = _MesRun(prep, base + k, key, events=False)
-    while k + 1 <= math.floor(budget):
-        nxt = _MesRun(prep, base + k + 1, key, events=False)
-        runs += 1
-        if sum((prep.costs[p] for p in nxt.selected), Fraction(0)) > budget:
+        if sum((costs[p] for p in sel), Fraction(0)) > budget:
             break
-        k, run = k + 1, nxt
-    return _mes_result(election, prep, run, "mes-add1", tie_break, runs)
+        k += 1
+    final = _MesRun(prep, base + k, key)
+    return _mes_result(election, prep, final, "mes-add1", tie_break, runs + 1)
 
 
 def selected_ids(election: Election, result: TallyResult) -> list[str]:

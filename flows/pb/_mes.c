@@ -1,0 +1,339 @@
+/*
+ * flows.pb._mes: one run of the Method of Equal Shares (approval ballots, cost-satisfaction)
+ * in certified floating point, for the Add1 completion's many runs.
+ *
+ * The run either returns the exact MES outcome (the same one exact rational arithmetic and
+ * pabutools give) or says "ambiguous" (-1), and the caller then runs the exact engine.
+ *
+ * Why it cannot differ from exact arithmetic
+ * ------------------------------------------
+ * Every voter group g carries an interval [lo[g], hi[g]] that contains its exact budget.
+ * Every project's exact price q (the per-supporter payment: sum_g w_g min(b_g, q) = cost)
+ * and its exact rho = q / cost are enclosed in intervals; a decision is taken only when the
+ * intervals prove it, otherwise the whole run is "ambiguous". The only floating-point facts
+ * used are IEEE 754 binary64 with round-to-nearest (the C default; this file must not be
+ * built with -ffast-math, and is built with -ffp-contract=off):
+ *  - +, -, *, / are correctly rounded, so nextafter() of a result towards -inf (+inf) is a
+ *    lower (upper) bound on the exact result of the operation on the same operands;
+ *  - a sum of n non-negative terms, each a correctly rounded product, in any order, is within
+ *    a relative gamma_{n+1} = (n+1)u / (1 - (n+1)u) < 2(n+2)u of the exact sum (u = 2^-53);
+ *  - a rounded subtraction is <= 0 only if the exact difference is <= 0.
+ * Group weights and supporter totals are integers below 2^53 (exact in binary64); the
+ * caller passes each project's cost as an enclosing interval [clo, chi].
+ *
+ * Pricing project p: q(b) is non-increasing in every budget, so with lo <= b <= hi,
+ * q(hi) <= q(b) <= q(lo). For a float estimate q^ and qa < q^ < qb:
+ *  f_lo(qb) = sum w min(lo, qb) >= cost  proves q(lo) <= qb, and
+ *  f_hi(qa) = sum w min(hi, qa) <  cost  proves q(hi) >  qa,
+ * so qa < q(b) <= qb, and rho is in [qa / chi, qb / clo] (rounded outwards).
+ * Affordability (sum w b >= cost) is decided from the bounds on sum w lo and sum w hi.
+ * A group with hi == 0 has exactly nothing left. If every other supporter has lo >= qb, each
+ * of them pays exactly q, so q = cost / wpos and rho is exactly 1 / wpos (wpos: supporters
+ * with money left): such projects tie exactly when their wpos are equal (common: in round one
+ * every project's rho is 1 / its number of supporters), and the tie-break rank decides, as in
+ * exact arithmetic.
+ * The winner is the project whose rho interval lies strictly below every other affordable
+ * project's, or, among overlapping candidates whose rho are all exact, the exact minimum of
+ * 1/wpos with ties broken by rank; any other overlap is ambiguous.
+ * Paying: b' = max(0, b - q) (a voter pays min(b, q)), so lo' = max(0, lo - qb) rounded down
+ * and hi' = max(0, hi - qa) rounded up enclose the exact new budget.
+ * Laziness: rho of a project never decreases from one round to the next (budgets only fall),
+ * so the lower end of its last interval (initially 1/W: q >= cost / W) is a lower bound;
+ * projects are priced in increasing order of that bound until it exceeds the best upper end.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const double U = 1.1102230246251565e-16; /* 2^-53, the unit round-off */
+
+static inline double down(double v) { return nextafter(v, -INFINITY); }
+static inline double up(double v) { return nextafter(v, INFINITY); }
+
+/* relative error bound of a sum of n non-negative rounded products (see above) */
+static inline double sum_err(Py_ssize_t n) { return 2.0 * (double)(n + 2) * U; }
+
+enum { UNAFFORDABLE = 0, PRICED = 1, AMBIGUOUS = 2 };
+
+typedef struct {
+    double qa, qb;   /* qa < q <= qb */
+    double rlo, rhi; /* rlo <= rho <= rhi */
+    int exact;       /* every supporter has nothing left or pays q: rho == 1 / wpos */
+    double wpos;     /* supporters with money left (exact integer) */
+} Price;
+
+typedef struct {
+    const int64_t *ptr, *idx, *rank;
+    const double *w, *clo, *chi, *wtot;
+    double *lo, *hi;
+} Inst;
+
+/* q with sum_s w min(b, q) = c, estimated by water-filling (false if it fails). In exact
+ * arithmetic the iterates increase to the root, the capped set growing each time. */
+static int water_fill(const int64_t *s, Py_ssize_t n, const double *w, const double *b, double W,
+                      double c, double *q_out)
+{
+    double q = c / W;
+    for (int it = 0; it < 200; it++) {
+        double wc = 0.0, bc = 0.0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const int64_t g = s[i];
+            if (b[g] < q) {
+                wc += w[g];
+                bc += w[g] * b[g];
+            }
+        }
+        const double rest = W - wc;
+        if (rest <= 0.0)
+            return 0;
+        const double qn = (c - bc) / rest;
+        if (!(qn > q)) {
+            *q_out = q;
+            return 1;
+        }
+        q = qn;
+    }
+    return 0;
+}
+
+static int price(const Inst *in, int64_t p, Price *out)
+{
+    const int64_t *s = in->idx + in->ptr[p];
+    const Py_ssize_t n = (Py_ssize_t)(in->ptr[p + 1] - in->ptr[p]);
+    const double *w = in->w, *lo = in->lo, *hi = in->hi;
+    const double clo = in->clo[p], chi = in->chi[p], W = in->wtot[p];
+    const double e = sum_err(n);
+    double slo = 0.0, shi = 0.0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const int64_t g = s[i];
+        slo += w[g] * lo[g];
+        shi += w[g] * hi[g];
+    }
+    if (up(shi * (1.0 + e)) < clo)
+        return UNAFFORDABLE; /* for good: budgets only fall */
+    if (down(slo * (1.0 - e)) < chi)
+        return AMBIGUOUS;
+    /* estimates of q(hi) and q(lo); the bracket around them widens until it is proven */
+    double qh, ql;
+    if (!water_fill(s, n, w, hi, W, clo, &qh) || !water_fill(s, n, w, lo, W, chi, &ql))
+        return AMBIGUOUS;
+    for (double eta = 1e-14; eta < 1e-6; eta *= 8.0) {
+        const double qa = down(qh * (1.0 - eta)), qb = up(ql * (1.0 + eta));
+        double fhi = 0.0, flo = 0.0, wpos = 0.0;
+        int exact = 1;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const int64_t g = s[i];
+            fhi += w[g] * (hi[g] < qa ? hi[g] : qa);
+            flo += w[g] * (lo[g] < qb ? lo[g] : qb);
+            if (hi[g] > 0.0) {
+                wpos += w[g];
+                exact &= lo[g] >= qb;
+            }
+        }
+        if (up(fhi * (1.0 + e)) < clo && down(flo * (1.0 - e)) >= chi) {
+            out->qa = qa;
+            out->qb = qb;
+            out->rlo = down(qa / chi);
+            out->rhi = up(qb / clo);
+            out->exact = exact;
+            out->wpos = wpos;
+            return PRICED;
+        }
+    }
+    return AMBIGUOUS;
+}
+
+typedef struct {
+    int64_t p;
+    Price pr;
+} Eval;
+
+/* The run; returns the number of projects funded (written to sel), or -1 if ambiguous. */
+static Py_ssize_t run(const Inst *in, Py_ssize_t m, Py_ssize_t G, const int8_t *alive0,
+                      double x_lo, double x_hi, int64_t *sel)
+{
+    Py_ssize_t nsel = 0, nalive = 0, result = -1;
+    int64_t *order = malloc(sizeof(int64_t) * (size_t)(m + 1));
+    double *lb = malloc(sizeof(double) * (size_t)(m + 1));
+    Eval *ev = malloc(sizeof(Eval) * (size_t)(m + 1));
+    if (!order || !lb || !ev)
+        goto done;
+    for (Py_ssize_t g = 0; g < G; g++) {
+        in->lo[g] = x_lo;
+        in->hi[g] = x_hi;
+    }
+    for (Py_ssize_t p = 0; p < m; p++) {
+        lb[p] = down(1.0 / in->wtot[p]);
+        if (alive0[p])
+            order[nalive++] = (int64_t)p;
+    }
+    for (;;) {
+        /* insertion sort by lower bound (rank breaks equal bounds; nearly sorted already) */
+        for (Py_ssize_t i = 1; i < nalive; i++) {
+            const int64_t p = order[i];
+            Py_ssize_t j = i;
+            while (j > 0 && (lb[order[j - 1]] > lb[p] ||
+                             (lb[order[j - 1]] == lb[p] && in->rank[order[j - 1]] > in->rank[p]))) {
+                order[j] = order[j - 1];
+                j--;
+            }
+            order[j] = p;
+        }
+        double best_hi = INFINITY;
+        Py_ssize_t nev = 0, kept = 0;
+        for (Py_ssize_t i = 0; i < nalive; i++) {
+            const int64_t p = order[i];
+            if (lb[p] > best_hi) {
+                order[kept++] = p;
+                continue;
+            }
+            Price pr;
+            const int st = price(in, p, &pr);
+            if (st == AMBIGUOUS)
+                goto done;
+            if (st == UNAFFORDABLE)
+                continue; /* dropped from order */
+            if (pr.rlo > lb[p])
+                lb[p] = pr.rlo;
+            ev[nev].p = p;
+            ev[nev].pr = pr;
+            nev++;
+            if (pr.rhi < best_hi)
+                best_hi = pr.rhi;
+            order[kept++] = p;
+        }
+        nalive = kept;
+        Py_ssize_t win = -1, ncand = 0;
+        int all_exact = 1;
+        for (Py_ssize_t k = 0; k < nev; k++) {
+            const Price *pr = &ev[k].pr;
+            if (pr->rlo > best_hi)
+                continue;
+            ncand++;
+            all_exact &= pr->exact;
+            /* among exact candidates: the minimum of 1/wpos, then the best rank */
+            if (win < 0 || pr->wpos > ev[win].pr.wpos ||
+                (pr->wpos == ev[win].pr.wpos && in->rank[ev[k].p] < in->rank[ev[win].p]))
+                win = k;
+        }
+        if (ncand == 0) {
+            result = nsel;
+            goto done;
+        }
+        if (ncand > 1 && !all_exact)
+            goto done;
+        const int64_t p = ev[win].p;
+        const double qa = ev[win].pr.qa, qb = ev[win].pr.qb;
+        const int64_t *s = in->idx + in->ptr[p];
+        const int64_t n = in->ptr[p + 1] - in->ptr[p];
+        for (int64_t i = 0; i < n; i++) {
+            const int64_t g = s[i];
+            const double l = in->lo[g] - qb, h = in->hi[g] - qa;
+            in->lo[g] = l > 0.0 ? down(l) : 0.0;
+            in->hi[g] = h > 0.0 ? up(h) : 0.0;
+        }
+        sel[nsel++] = p;
+        kept = 0;
+        for (Py_ssize_t i = 0; i < nalive; i++)
+            if (order[i] != p)
+                order[kept++] = order[i];
+        nalive = kept;
+    }
+done:
+    free(order);
+    free(lb);
+    free(ev);
+    return result;
+}
+
+/* ---- Python binding ----------------------------------------------------------------------- */
+
+static int get_buf(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, const char *kinds,
+                   int writable, const char *name)
+{
+    const int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0)
+        return -1;
+    const char *f = view->format ? view->format : "B";
+    const size_t len = strlen(f);
+    if (view->itemsize != itemsize || len == 0 || !strchr(kinds, f[len - 1])) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a contiguous array of %s", name,
+                     itemsize == 8 ? (kinds[0] == 'd' ? "float64" : "int64") : "int8");
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_run(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *o[11];
+    double x_lo, x_hi;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOddOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
+                          &o[6], &o[7], &x_lo, &x_hi, &o[8], &o[9], &o[10]))
+        return NULL;
+    /* ptr, idx, rank, w, clo, chi, wtot, alive, lo, hi, sel */
+    static const char *names[11] = {"ptr", "idx", "rank", "w", "clo", "chi",
+                                    "wtot", "alive", "lo", "hi", "sel"};
+    static const char *kinds[11] = {"qlQL", "qlQL", "qlQL", "d", "d", "d", "d", "bBc?", "d", "d", "qlQL"};
+    static const Py_ssize_t sizes[11] = {8, 8, 8, 8, 8, 8, 8, 1, 8, 8, 8};
+    static const int writable[11] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1};
+    Py_buffer b[11];
+    int got = 0;
+    PyObject *ret = NULL;
+    for (; got < 11; got++)
+        if (get_buf(o[got], &b[got], sizes[got], kinds[got], writable[got], names[got]) < 0)
+            goto out;
+    const Py_ssize_t m = b[4].len / 8, G = b[3].len / 8;
+    if (b[0].len / 8 != m + 1 || b[2].len / 8 != m || b[5].len / 8 != m || b[6].len / 8 != m ||
+        b[7].len != m || b[8].len / 8 != G || b[9].len / 8 != G || b[10].len / 8 < m) {
+        PyErr_SetString(PyExc_ValueError, "array lengths do not match");
+        goto out;
+    }
+    const int64_t *ptr = b[0].buf, *idx = b[1].buf;
+    const Py_ssize_t P = b[1].len / 8;
+    if (ptr[0] != 0 || ptr[m] != P) {
+        PyErr_SetString(PyExc_ValueError, "ptr does not match idx");
+        goto out;
+    }
+    for (Py_ssize_t p = 0; p < m; p++)
+        if (ptr[p + 1] < ptr[p]) {
+            PyErr_SetString(PyExc_ValueError, "ptr is not non-decreasing");
+            goto out;
+        }
+    for (Py_ssize_t i = 0; i < P; i++)
+        if (idx[i] < 0 || idx[i] >= G) {
+            PyErr_SetString(PyExc_ValueError, "idx names a group out of range");
+            goto out;
+        }
+    Inst in = {ptr, idx, b[2].buf, b[3].buf, b[4].buf, b[5].buf, b[6].buf, b[8].buf, b[9].buf};
+    Py_ssize_t n;
+    Py_BEGIN_ALLOW_THREADS
+    n = run(&in, m, G, b[7].buf, x_lo, x_hi, b[10].buf);
+    Py_END_ALLOW_THREADS
+    ret = PyLong_FromSsize_t(n);
+out:
+    for (int i = 0; i < got; i++)
+        PyBuffer_Release(&b[i]);
+    return ret;
+}
+
+static PyMethodDef methods[] = {
+    {"run", py_run, METH_VARARGS,
+     "run(ptr, idx, rank, w, clo, chi, wtot, alive, x_lo, x_hi, lo, hi, sel) -> int\n\n"
+     "One certified float MES run (approval, cost-satisfaction) at a per-voter budget in\n"
+     "[x_lo, x_hi]. Writes the funded projects in order to sel and returns their number,\n"
+     "or -1 when the floats cannot prove a decision (run the exact engine then)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, .m_name = "_mes", .m_size = -1, .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__mes(void) { return PyModule_Create(&module); }

@@ -1,0 +1,169 @@
+"""The certified float MES kernel (flows/pb/_mes.c) against the exact engine; no pabutools.
+
+`mes-add1` runs MES at every per-voter budget B/n + k through the kernel (`_FloatMes`). Where
+the kernel answers, its answer must be the exact engine's, funding order included; where it
+cannot prove a decision it must give up (None) rather than guess, and `mes-add1` then uses
+the exact engine for that budget.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flows.pb import _mes
+from flows.pb.model import Election, TieBreak, tie_key
+from flows.pb.pabulib import parse_pabulib, read_pabulib
+from flows.pb.rules import _FloatMes, _mes_result, _MesRun, _Prepared, tally
+from tests.pb import DATA_DIR
+
+
+def _instance(seed: int, n: int, costs: list[int], budget: int) -> Election:
+    rng = random.Random(seed)
+    m = rng.randint(3, 9)
+    lines = ["META", "key;value", f"num_projects;{m}", f"num_votes;{n}", f"budget;{budget}"]
+    lines += ["vote_type;approval", "PROJECTS", "project_id;cost"]
+    lines += [f"p{j};{rng.choice(costs)}" for j in range(m)]
+    lines += ["VOTES", "voter_id;vote"]
+    for v in range(n):
+        k = rng.randint(1, min(4, m))
+        lines.append(f"{v};" + ",".join(f"p{j}" for j in sorted(rng.sample(range(m), k))))
+    return parse_pabulib("\n".join(lines) + "\n")
+
+
+def _compare(election: Election, budgets: list[Fraction], tie_break: TieBreak) -> int:
+    """Check the kernel against the exact engine at each budget; return how often it gave up."""
+    prep = _Prepared(election)
+    key = tie_key(election, tie_break)
+    kernel = _FloatMes(prep, key)
+    gave_up = 0
+    for x in budgets:
+        got = kernel.run(x)
+        if got is None:
+            gave_up += 1
+        else:
+            assert got == _MesRun(prep, x, key).selected, (x, tie_break)
+    return gave_up
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    seed=st.integers(0, 100_000),
+    n=st.integers(1, 60),
+    costs=st.sampled_from([[10, 20, 30], [10, 20, 30, 45, 60, 75], [7, 13, 101], [3, 3, 3]]),
+    budget=st.integers(10, 200),
+    tie_break=st.sampled_from(["cost-votes", "lexico"]),
+)
+def test_kernel_equals_exact_engine_or_gives_up(
+    seed: int, n: int, costs: list[int], budget: int, tie_break: TieBreak
+) -> None:
+    election = _instance(seed, n, costs, budget)
+    base = election.budget / n
+    budgets = [base + k for k in range(25)] + [base + Fraction(k, 7) for k in range(1, 8)]
+    _compare(election, budgets, tie_break)
+
+
+def test_kernel_proves_structural_ties_with_the_tie_break() -> None:
+    # every project has two supporters, so in round one every rho is exactly 1/2: the kernel
+    # must prove the tie and let the tie-break choose, and the two tie-breaks choose apart
+    text = "\n".join(
+        ["META", "key;value", "num_projects;3", "num_votes;6", "budget;60"]
+        + ["vote_type;approval", "PROJECTS", "project_id;cost", "c;20", "b;30", "a;40"]
+        + ["VOTES", "voter_id;vote", "1;a", "2;a", "3;b", "4;b", "5;c", "6;c"]
+    )
+    election = parse_pabulib(text + "\n")
+    prep = _Prepared(election)
+    for tie_break, first in (("cost-votes", "c"), ("lexico", "a")):
+        key = tie_key(election, tie_break)  # type: ignore[arg-type]
+        got = _FloatMes(prep, key).run(Fraction(30))
+        assert got is not None
+        assert got == _MesRun(prep, Fraction(30), key).selected
+        assert election.projects[got[0]].id == first
+
+
+def test_kernel_gives_up_where_money_exactly_meets_the_cost() -> None:
+    # two voters with 50 each and a project costing 100: affordable only with exact equality,
+    # which floats cannot prove; the exact engine funds it
+    text = "\n".join(
+        ["META", "key;value", "num_projects;1", "num_votes;2", "budget;100"]
+        + ["vote_type;approval", "PROJECTS", "project_id;cost", "p;100"]
+        + ["VOTES", "voter_id;vote", "1;p", "2;p"]
+    )
+    election = parse_pabulib(text + "\n")
+    prep = _Prepared(election)
+    key = tie_key(election, "cost-votes")
+    assert _FloatMes(prep, key).run(Fraction(50)) is None
+    assert _MesRun(prep, Fraction(50), key).selected == [0]
+    assert tally(election, "mes-add1").selected == (0,)
+
+
+def _exact_add1(election: Election, tie_break: TieBreak) -> tuple[list[int], Fraction]:
+    """mes-add1 by its definition, with the exact engine at every step."""
+    prep = _Prepared(election)
+    key = tie_key(election, tie_break)
+    base = election.budget / election.num_voters
+    k = 0
+    kept = _MesRun(prep, base, key)
+    while k + 1 <= math.floor(election.budget):
+        nxt = _MesRun(prep, base + k + 1, key)
+        if sum((prep.costs[p] for p in nxt.selected), Fraction(0)) > election.budget:
+            break
+        k, kept = k + 1, nxt
+    return kept.selected, base + k
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_mes_add1_equals_the_plain_exact_definition(seed: int) -> None:
+    rng = random.Random(seed)
+    election = _instance(seed, rng.randint(5, 40), [10, 20, 30, 45, 60, 75], rng.randint(40, 120))
+    for tie_break in ("cost-votes", "lexico"):
+        result = tally(election, "mes-add1", tie_break)  # type: ignore[arg-type]
+        selected, x = _exact_add1(election, tie_break)  # type: ignore[arg-type]
+        assert list(result.selected) == selected
+        assert result.voter_budget == x
+        # and its payments are those of a fresh exact run at that budget
+        prep = _Prepared(election)
+        fresh = _MesRun(prep, x, tie_key(election, tie_break))  # type: ignore[arg-type]
+        expected = _mes_result(election, prep, fresh, "mes-add1", tie_break, result.add1_runs)  # type: ignore[arg-type]
+        assert result == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "every"),
+    [("Netherlands_Assen_2024", 1), ("Poland_Wieliczka_2023_Green_Budget", 4)],
+)
+def test_kernel_equals_exact_engine_on_shared_files(name: str, every: int) -> None:
+    path = DATA_DIR / f"{name}.pb"
+    if not path.is_file():
+        pytest.skip(f"shared Pabulib data not found at {path}")
+    election = read_pabulib(path)
+    result = tally(election, "mes-add1")
+    assert result.voter_budget is not None
+    base = election.budget / election.num_voters
+    last = int(result.voter_budget - base) + 1  # up to the first budget that does not fit
+    budgets = [base + k for k in range(0, last + 1, every)]
+    assert _compare(election, budgets, "cost-votes") == 0  # no give-ups on real data
+
+
+def test_kernel_rejects_malformed_arrays() -> None:
+    text = "\n".join(
+        ["META", "key;value", "num_projects;1", "num_votes;2", "budget;100"]
+        + ["vote_type;approval", "PROJECTS", "project_id;cost", "p;100"]
+        + ["VOTES", "voter_id;vote", "1;p", "2;p"]
+    )
+    prep = _Prepared(parse_pabulib(text + "\n"))
+    k = _FloatMes(prep, tie_key(prep.election, "cost-votes"))
+    args = [k.ptr, k.idx, k.rank, k.w, k.clo, k.chi, k.wtot, k.alive, 60.0, 60.0, k.lo, k.hi, k.sel]
+    assert _mes.run(*args) == 1  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="ptr"):
+        _mes.run(k.ptr.astype(np.float64), *args[1:])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lengths"):
+        _mes.run(*args[:3], np.zeros(5), *args[4:])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="out of range"):
+        _mes.run(k.ptr, np.array([7], dtype=np.int64), *args[2:])  # type: ignore[arg-type]
