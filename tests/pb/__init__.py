@@ -32,17 +32,9 @@ def pabutools_tally(path: str | Path, rule: Rule, tie_break: TieBreak = "cost-vo
         method_of_equal_shares,
         sequential_phragmen,
     )
-    from pabutools.tiebreaking import TieBreakingRule, lexico_tie_breaking
 
     instance, profile = parse_pabulib(str(path))
-    votes: dict[str, int] = {p.name: 0 for p in instance}
-    for ballot in profile:
-        for p in ballot:
-            votes[p.name] += profile.multiplicity(ballot)
-    if tie_break == "lexico":
-        tb = lexico_tie_breaking
-    else:
-        tb = TieBreakingRule(lambda inst, prof, p: (p.cost, -votes[p.name], p.name))
+    tb = _tie_breaking(instance, profile, tie_break)
     sat: Any
     if isinstance(profile, ApprovalProfile):
         sat = Cost_Sat
@@ -79,3 +71,34 @@ def pabutools_tally(path: str | Path, rule: Rule, tie_break: TieBreak = "cost-vo
             return sequential_phragmen(instance, profile, tie_breaking=tb)
 
     return sorted(p.name for p in run())
+
+
+def pabutools_mes_at_step(
+    path: str | Path, k: int, tie_break: TieBreak = "cost-votes"
+) -> list[str]:
+    """Sorted ids pabutools' MES (Cost_Sat) funds with the budget raised by k per voter.
+
+    This is one step of pabutools' `exhaustion_by_budget_increase(..., budget_step=n)`, which
+    raises the budget limit by n (one unit per voter) per step: checking our `mes-add1`
+    endpoint with it costs two MES runs where pabutools' whole Add1 takes many minutes.
+    """
+    from pabutools.election import Cost_Sat, parse_pabulib
+    from pabutools.rules import method_of_equal_shares
+    instance, profile = parse_pabulib(str(path))
+    tb = _tie_breaking(instance, profile, tie_break)
+    instance.budget_limit = instance.budget_limit + k * profile.num_ballots()
+    outcome = method_of_equal_shares(instance, profile, sat_class=Cost_Sat, tie_breaking=tb)
+    return sorted(p.name for p in outcome)
+
+
+def _tie_breaking(instance: Any, profile: Any, tie_break: TieBreak) -> Any:
+    """pabutools' tie-breaking rule equal to ours: lexico, or cost, then votes, then id."""
+    from pabutools.tiebreaking import TieBreakingRule, lexico_tie_breaking
+
+    if tie_break == "lexico":
+        return lexico_tie_breaking
+    votes: dict[str, int] = {p.name: 0 for p in instance}
+    for ballot in profile:
+        for p in ballot:
+            votes[p.name] += profile.multiplicity(ballot)
+    return TieBreakingRule(lambda inst, prof, p: (p.cost, -votes[p.name], p.name))

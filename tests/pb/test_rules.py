@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from flows.pb.model import TieBreak
 from flows.pb.pabulib import parse_pabulib, read_pabulib
 from flows.pb.rules import Rule, RuleNotApplicable, selected_ids, tally
-from tests.pb import DATA_DIR, pabutools_tally
+from tests.pb import DATA_DIR, pabutools_mes_at_step, pabutools_tally
 
 IN_CI = bool(os.environ.get("CI"))
 RUN_SLOW = IN_CI or bool(os.environ.get("PB_SLOW"))
@@ -89,6 +89,35 @@ def test_official_mes_add1_selections(name: str) -> None:
     official = sorted(p.id for p in election.projects if p.fields.get("selected") == "1")
     assert official
     assert selected_ids(election, tally(election, "mes-add1")) == official
+
+
+# pabutools' whole Add1 takes minutes to hours on these files (bench/tally.py), so here it
+# checks our endpoint: its MES at our final step funds what we fund, and the next step
+# overspends. (Every step before it is checked against our exact engine in
+# test_mes_kernel.py.)
+ADD1_ENDPOINT = [
+    ("Poland_Wieliczka_2023_Green_Budget", False),
+    ("US_Stanford_Dataset_PB_Cambridge_2019_vote_approvals", False),
+    ("France_Toulouse_2024", True),
+    ("Poland_Warszawa_2020_Bielany", True),
+    ("Poland_Warszawa_2026", True),
+]
+
+
+@pytest.mark.parametrize(("name", "slow"), ADD1_ENDPOINT)
+def test_mes_add1_endpoint_matches_pabutools(name: str, slow: bool) -> None:
+    if slow and not RUN_SLOW:
+        pytest.skip("slow pabutools comparison: set PB_SLOW=1 (runs in CI)")
+    path = _data(name)
+    election = read_pabulib(path)
+    result = tally(election, "mes-add1")
+    assert result.voter_budget is not None
+    k = result.voter_budget - election.budget / election.num_voters
+    assert k.denominator == 1 and k >= 0
+    assert pabutools_mes_at_step(path, int(k)) == selected_ids(election, result)
+    if k + 1 <= election.budget:
+        over = set(pabutools_mes_at_step(path, int(k) + 1))
+        assert sum(p.cost for p in election.projects if p.id in over) > election.budget
 
 
 # ------------------------------------------------------------------ random instances
