@@ -4,11 +4,12 @@ jobs act on whatever is due, so a restart (or a missed run) loses nothing."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC
+from datetime import UTC, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.services import Services
+from storage import repositories as repo
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +18,15 @@ def build_scheduler(services: Services) -> AsyncIOScheduler:
     """An AsyncIOScheduler with civicbot's jobs; the app's lifespan starts and stops it."""
     scheduler = AsyncIOScheduler(timezone=UTC)
     every = services.settings.scheduler_interval_seconds
+    scheduler.add_job(
+        purge_held_reports,
+        "interval",
+        args=[services],
+        hours=1,
+        id="purge_held_delivery_reports",
+        coalesce=True,
+        max_instances=1,
+    )
     if services.settings.telegram_enabled:
         from bot.telegram_updates import TelegramUpdates
 
@@ -30,3 +40,18 @@ def build_scheduler(services: Services) -> AsyncIOScheduler:
             max_instances=1,
         )
     return scheduler
+
+
+HELD_REPORT_TTL = timedelta(days=1)
+
+
+async def purge_held_reports(services: Services) -> int:
+    """Drop delivery reports held for a day whose send was never recorded (not ours, or its
+    send failed after the provider accepted it)."""
+    async with services.sessions() as session, session.begin():
+        n = await repo.purge_held_deliveries(
+            session, before=services.clock.now() - HELD_REPORT_TTL
+        )
+    if n:
+        log.info("dropped %d delivery report(s) that matched no message", n)
+    return n

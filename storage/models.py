@@ -134,6 +134,26 @@ class OutboundMessage(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
+class HeldDeliveryReport(SQLModel, table=True):
+    """A delivery report that arrived before the send it is about was recorded.
+
+    Twilio may call back (queued, sent, even failed) before its REST reply with the message
+    SID reaches the dispatcher. Such a report waits here and is applied, then deleted, when
+    the dispatcher records that SID; one never matched is purged after a day.
+    """
+
+    __tablename__ = "held_delivery_reports"
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=32)
+    provider_id: str = Field(max_length=128, index=True)
+    status: str = Field(max_length=16)
+    provider_status: str = Field(max_length=32)
+    error: str | None = Field(default=None, max_length=500)
+    opted_out: bool = Field(default=False)
+    received_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+
+
 class Answer(SQLModel, table=True):
     """An answer given in a flow. FORGET detaches it from the contact but keeps it counted."""
 

@@ -19,6 +19,7 @@ from storage.models import (
     ChannelIdentity,
     Contact,
     Conversation,
+    HeldDeliveryReport,
     InboundMessage,
     OutboundMessage,
     OutboxStatus,
@@ -311,7 +312,8 @@ async def record_delivery(
 
     Reports can arrive out of order, so a final status (delivered, undelivered, failed) is
     never replaced by an earlier one. The provider's own word is kept in
-    ``content["provider_status"]``. None when no row has that provider id.
+    ``content["provider_status"]``. None when no row has that provider id (yet: see
+    `hold_delivery`).
     """
     query = (
         select(OutboundMessage)
@@ -324,14 +326,79 @@ async def record_delivery(
     row = (await session.execute(query)).scalars().first()
     if row is None:
         return None
+    _apply_delivery(row, status, provider_status, error, now)
+    return row
+
+
+def _apply_delivery(
+    row: OutboundMessage, status: str, provider_status: str, error: str | None, now: datetime
+) -> None:
     if row.status in _FINAL_STATUSES and status not in _FINAL_STATUSES:
-        return row
+        return
     row.status = status
     if error is not None:
         row.error = error[:500]
     row.content = {**row.content, "provider_status": provider_status}
     row.updated_at = now
-    return row
+
+
+async def hold_delivery(
+    session: AsyncSession,
+    *,
+    channel: str,
+    provider_id: str,
+    status: OutboxStatus,
+    provider_status: str,
+    error: str | None,
+    opted_out: bool,
+    now: datetime,
+) -> None:
+    """Keep a report for a provider id no row has yet, for `apply_held_deliveries`."""
+    session.add(
+        HeldDeliveryReport(
+            channel=channel,
+            provider_id=provider_id[:128],
+            status=status,
+            provider_status=provider_status[:32],
+            error=None if error is None else error[:500],
+            opted_out=opted_out,
+            received_at=now,
+        )
+    )
+
+
+async def apply_held_deliveries(
+    session: AsyncSession, row: OutboundMessage, *, now: datetime
+) -> bool:
+    """Apply (in arrival order) and delete the reports held for ``row``'s provider id.
+
+    True when one of them said the recipient has opted out.
+    """
+    if row.provider_id is None:
+        return False
+    where = (
+        col(HeldDeliveryReport.channel) == row.channel,
+        col(HeldDeliveryReport.provider_id) == row.provider_id,
+    )
+    held = (
+        await session.execute(
+            select(HeldDeliveryReport).where(*where).order_by(col(HeldDeliveryReport.id))
+        )
+    ).scalars()
+    opted_out = False
+    for report in held:
+        _apply_delivery(row, report.status, report.provider_status, report.error, now)
+        opted_out |= report.opted_out
+    await session.execute(delete(HeldDeliveryReport).where(*where))
+    return opted_out
+
+
+async def purge_held_deliveries(session: AsyncSession, *, before: datetime) -> int:
+    """Drop held reports received before ``before`` (sends that were never recorded)."""
+    result = await session.execute(
+        delete(HeldDeliveryReport).where(col(HeldDeliveryReport.received_at) < before)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def mark_opted_out(

@@ -125,9 +125,21 @@ def router(services: Services, channel: TwilioSmsChannel) -> APIRouter:
                 error=None if report.error is None else str(report.error),
                 now=now,
             )
+            opted_out = isinstance(report.error, RecipientOptedOut)
             if row is None:
-                log.info("delivery report for unknown message %s", report.message_sid)
-            elif isinstance(report.error, RecipientOptedOut) and row.contact_id is not None:
+                # Twilio can report before its REST reply (with this SID) reached the
+                # dispatcher: keep it until the dispatcher records the SID.
+                await repo.hold_delivery(
+                    session,
+                    channel=channel.name,
+                    provider_id=report.message_sid,
+                    status=outbox_status,
+                    provider_status=report.status,
+                    error=None if report.error is None else str(report.error),
+                    opted_out=opted_out,
+                    now=now,
+                )
+            elif opted_out and row.contact_id is not None:
                 await repo.mark_opted_out(
                     session,
                     contact_id=row.contact_id,

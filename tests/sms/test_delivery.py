@@ -3,14 +3,18 @@ failed REST calls against the fake Twilio server."""
 
 from __future__ import annotations
 
+import itertools
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from bot.scheduler import purge_held_reports
 from channels.errors import PermanentError, RecipientOptedOut, RetryableError
 from channels.twilio_sms import classify_error
-from storage.models import AuditLog, Contact, OutboundMessage, OutboxStatus
+from storage import repositories as repo
+from storage.models import AuditLog, Contact, HeldDeliveryReport, OutboundMessage, OutboxStatus
 from tests.sms.conftest import SmsBot
 
 STATUS = "/webhooks/twilio/status"
@@ -82,9 +86,48 @@ async def test_status_callbacks_must_be_signed(sms_bot: SmsBot) -> None:
     assert (await _contact(sms_bot)).opted_out_at is None
 
 
-async def test_status_for_an_unknown_message_is_acknowledged(sms_bot: SmsBot) -> None:
+async def _held(bot: SmsBot) -> list[HeldDeliveryReport]:
+    async with bot.services.sessions() as session:
+        return list((await session.execute(select(HeldDeliveryReport))).scalars())
+
+
+async def test_status_for_an_unknown_message_is_acknowledged_and_held(sms_bot: SmsBot) -> None:
     assert (await sms_bot.status("SM" + "f" * 32, "delivered")).status_code == 204
+    assert [(h.provider_id, h.status) for h in await _held(sms_bot)] == [
+        ("SM" + "f" * 32, OutboxStatus.DELIVERED)
+    ]
     assert (await sms_bot.post(STATUS, {"MessageSid": "SMx"})).status_code == 400
+    # one never matched is dropped after a day
+    assert await purge_held_reports(sms_bot.services) == 0
+    async with sms_bot.services.sessions() as session, session.begin():
+        later = sms_bot.services.clock.now() + timedelta(days=1, seconds=1)
+        assert await repo.purge_held_deliveries(session, before=later) == 1
+    assert await _held(sms_bot) == []
+
+
+async def test_reports_arriving_before_the_send_is_recorded_are_applied(sms_bot: SmsBot) -> None:
+    # Twilio can call back before its REST reply reaches the dispatcher: the reports wait
+    sms_bot.fake.ids = itertools.count(7000)
+    sid = f"SM{7000:032x}"  # the SID the fake will give the next message
+    await sms_bot.status(sid, "sent")
+    await sms_bot.status(sid, "delivered")
+    assert len(await _held(sms_bot)) == 2
+    await sms_bot.converse("JOIN")
+    [row] = await sms_bot.outbox()
+    assert row.provider_id == sid
+    assert row.status == OutboxStatus.DELIVERED
+    assert row.content["provider_status"] == "delivered"
+    assert await _held(sms_bot) == []
+
+
+async def test_an_early_21610_report_opts_the_contact_out(sms_bot: SmsBot) -> None:
+    sms_bot.fake.ids = itertools.count(8000)
+    await sms_bot.status(f"SM{8000:032x}", "failed", "21610")
+    await sms_bot.converse("JOIN")
+    [row] = await sms_bot.outbox()
+    assert row.status == OutboxStatus.FAILED
+    assert (await _contact(sms_bot)).opted_out_at is not None
+    assert await sms_bot.converse("hello") == []  # silent until START
 
 
 @pytest.mark.parametrize("status", [429, 500, 503])
