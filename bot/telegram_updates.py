@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from bot.dispatcher import Dispatcher
 from bot.services import Services
@@ -339,28 +341,34 @@ class TelegramUpdates:
         now = self._now()
         if closes_at is not None and closes_at <= now:
             raise PollError("the close time is in the past")
-        async with self.services.sessions() as session:
+        # Stored first, so that no poll ever goes out that we do not track; the ids Telegram
+        # gives it are filled in after the send, and a failed send removes the row again.
+        async with self.services.sessions() as session, session.begin():
             if await session.get(TelegramGroup, chat_id) is None:
                 raise PollError(
                     f"no Telegram group with chat id {chat_id}; add the bot to the group first "
                     "and see `civicbot telegram groups`"
                 )
-        try:
-            sent = await self.channel.send_poll(chat_id, question, options, multiple=multiple)
-        except ChannelError as exc:
-            raise PollError(f"Telegram did not take the poll: {exc}") from exc
-        async with self.services.sessions() as session, session.begin():
             poll = TelegramPoll(
                 chat_id=chat_id,
                 question=question,
                 options=list(options),
                 multiple=multiple,
-                telegram_poll_id=sent.poll_id,
-                message_id=sent.message_id,
                 created_at=now,
                 closes_at=closes_at,
             )
             session.add(poll)
+        try:
+            sent = await self.channel.send_poll(chat_id, question, options, multiple=multiple)
+        except ChannelError as exc:
+            async with self.services.sessions() as session, session.begin():
+                await session.execute(delete(TelegramPoll).where(col(TelegramPoll.id) == poll.id))
+            raise PollError(f"Telegram did not take the poll: {exc}") from exc
+        async with self.services.sessions() as session, session.begin():
+            stored = await session.get(TelegramPoll, poll.id, with_for_update=True)
+            assert stored is not None  # nothing deletes a poll but the failed send above
+            stored.telegram_poll_id = sent.poll_id
+            stored.message_id = sent.message_id
             await repo.audit(
                 session,
                 actor="cli",
@@ -369,7 +377,7 @@ class TelegramUpdates:
                 detail={"question": question, "options": list(options)},
                 now=now,
             )
-        return poll
+        return stored
 
     async def close_poll(self, poll_id: int) -> TelegramPoll:
         """Stop the poll in Telegram, store the count and queue the result post to the group."""

@@ -119,9 +119,32 @@ async def test_poll_limits_are_checked_before_sending(tg: TelegramBot) -> None:
     assert tg.fake.sent("sendPoll") == []
 
 
-async def test_scheduler_has_the_close_polls_job(tg: TelegramBot) -> None:
+async def test_a_poll_telegram_refuses_leaves_nothing_stored(tg: TelegramBot) -> None:
+    await tg.post(member_update(tg, "member"))
+    updates = TelegramUpdates(tg.services)
+    tg.fake.fail("sendPoll", {"ok": False, "error_code": 400, "description": "Bad Request"})
+    with pytest.raises(PollError, match="did not take the poll"):
+        await updates.send_poll(
+            chat_id=str(GROUP), question="Q", options=["a", "b"], multiple=False, closes_at=None
+        )
+    async with tg.services.sessions() as session:
+        assert list((await session.execute(select(TelegramPoll))).scalars()) == []
+    # and the next one is stored with the ids Telegram gave it
+    poll = await updates.send_poll(
+        chat_id=str(GROUP), question="Q", options=["a", "b"], multiple=False, closes_at=None
+    )
+    async with tg.services.sessions() as session:
+        [stored] = (await session.execute(select(TelegramPoll))).scalars()
+    assert stored.id == poll.id
+    assert stored.telegram_poll_id is not None and stored.message_id is not None
+
+
+async def test_scheduler_has_its_jobs(tg: TelegramBot) -> None:
     scheduler = build_scheduler(tg.services)
-    assert [job.id for job in scheduler.get_jobs()] == ["telegram_close_due_polls"]
+    assert sorted(job.id for job in scheduler.get_jobs()) == [
+        "purge_held_delivery_reports",
+        "telegram_close_due_polls",
+    ]
 
 
 def test_cli_groups_assign_poll_and_close(tmp_path: Path, fake_api: FakeBotApi) -> None:
