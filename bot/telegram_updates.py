@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -85,6 +87,17 @@ class TelegramUpdates:
         assert isinstance(channel, TelegramChannel)
         self.services = services
         self.channel = channel
+        token = services.settings.telegram_token
+        assert token is not None  # the Telegram channel exists only with a token
+        # Key for poll voter keys: a hash of the bot token, which is never stored in the
+        # database, so a key cannot be traced back to a Telegram user from the data alone.
+        secret = token.get_secret_value().encode()
+        self._key = hashlib.sha256(b"civicbot poll voters\0" + secret).digest()
+
+    def _voter_key(self, poll_id: int, user_id: str) -> str:
+        """Who answered, as far as one open poll needs to know (see TelegramPollAnswer)."""
+        message = f"{poll_id}:{user_id}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
     # ---- inbound updates ----------------------------------------------------------------------
 
@@ -303,6 +316,7 @@ class TelegramUpdates:
             session,
             poll_id=poll.id,
             contact_id=contact.id,
+            voter_key=self._voter_key(poll.id, update.user_id),
             option_ids=list(update.option_ids),
             now=now,
         )
@@ -400,6 +414,7 @@ class TelegramUpdates:
             if row.closed_at is not None:
                 return row
             counts, voters = await telegram_repo.tally(session, poll=row)
+            await telegram_repo.forget_voter_keys(session, poll_id=poll_id)
             row.closed_at = now
             row.result = {"counts": counts, "voters": voters}
             text = result_text(row.question, row.options, counts, voters)

@@ -214,13 +214,22 @@ class TelegramPoll(SQLModel, table=True):
 
 class TelegramPollAnswer(SQLModel, table=True):
     """A person's current answer to a poll: one row per person, so each counts once. A
-    retraction empties ``option_ids``; every update also stays in ``inbound_messages``."""
+    retraction empties ``option_ids``; every update also stays in ``inbound_messages``.
+
+    ``voter_key`` (a keyed hash of poll and Telegram user, see ``TelegramUpdates``) finds the
+    row again after FORGET has detached it from the contact, so a later change or retraction
+    replaces the vote instead of adding a second one. It is cleared when the poll closes.
+    """
 
     __tablename__ = "telegram_poll_answers"
-    __table_args__ = (UniqueConstraint("poll_id", "contact_id", name="uq_poll_answer_contact"),)
+    __table_args__ = (
+        UniqueConstraint("poll_id", "contact_id", name="uq_poll_answer_contact"),
+        UniqueConstraint("poll_id", "voter_key", name="uq_poll_answer_voter_key"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     poll_id: int = Field(foreign_key="telegram_polls.id", index=True)
     contact_id: int | None = Field(default=None, foreign_key="contacts.id", index=True)
     option_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    voter_key: str | None = Field(default=None, max_length=64)
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

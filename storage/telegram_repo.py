@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -85,18 +85,51 @@ async def poll_by_telegram_id(session: AsyncSession, *, poll_id: str) -> Telegra
 
 
 async def save_poll_answer(
-    session: AsyncSession, *, poll_id: int, contact_id: int, option_ids: list[int], now: datetime
+    session: AsyncSession,
+    *,
+    poll_id: int,
+    contact_id: int,
+    voter_key: str,
+    option_ids: list[int],
+    now: datetime,
 ) -> None:
-    """A person's latest answer replaces their previous one; an empty list is a retraction."""
-    query = select(TelegramPollAnswer).where(
-        col(TelegramPollAnswer.poll_id) == poll_id, col(TelegramPollAnswer.contact_id) == contact_id
+    """A person's latest answer replaces their previous one; an empty list is a retraction.
+
+    The previous answer is found by contact, or by ``voter_key`` once FORGET has detached it.
+    """
+    query = (
+        select(TelegramPollAnswer)
+        .where(
+            col(TelegramPollAnswer.poll_id) == poll_id,
+            or_(
+                col(TelegramPollAnswer.contact_id) == contact_id,
+                col(TelegramPollAnswer.voter_key) == voter_key,
+            ),
+        )
+        .order_by(col(TelegramPollAnswer.id))
     )
-    row = (await session.execute(query)).scalar_one_or_none()
-    if row is None:
-        row = TelegramPollAnswer(poll_id=poll_id, contact_id=contact_id, updated_at=now)
-        session.add(row)
+    rows = list((await session.execute(query)).scalars())
+    if not rows:
+        rows = [TelegramPollAnswer(poll_id=poll_id, contact_id=contact_id, updated_at=now)]
+        session.add(rows[0])
+    row, extra = rows[0], rows[1:]
+    for stale in extra:  # answers from before voter keys existed: one person, one answer
+        await session.delete(stale)
+    if extra:
+        await session.flush()
+    row.contact_id = contact_id
+    row.voter_key = voter_key
     row.option_ids = list(option_ids)
     row.updated_at = now
+
+
+async def forget_voter_keys(session: AsyncSession, *, poll_id: int) -> None:
+    """A closed poll's answers no longer need finding again."""
+    await session.execute(
+        update(TelegramPollAnswer)
+        .where(col(TelegramPollAnswer.poll_id) == poll_id)
+        .values(voter_key=None)
+    )
 
 
 async def due_polls(session: AsyncSession, *, now: datetime) -> list[TelegramPoll]:

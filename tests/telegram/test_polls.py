@@ -284,6 +284,32 @@ async def test_forget_detaches_poll_votes_but_keeps_them_counted(tg: TelegramBot
     assert closed.result == {"counts": [0, 1], "voters": 1}
 
 
+async def test_a_changed_vote_after_forget_replaces_the_detached_one(tg: TelegramBot) -> None:
+    await tg.post(member_update(tg, "member"))
+    updates = TelegramUpdates(tg.services)
+    poll = await updates.send_poll(
+        chat_id=str(GROUP), question="Q?", options=["A", "B"], multiple=False, closes_at=None
+    )
+    assert poll.telegram_poll_id is not None and poll.id is not None
+    await tg.post(poll_answer(tg.update_ids, poll.telegram_poll_id, USER, [1]))
+    await tg.say("/start")
+    await tg.say("FORGET")
+    await tg.press("Yes")
+    # Telegram still shows their vote; they change it, then take it back, then vote again
+    await tg.post(poll_answer(tg.update_ids, poll.telegram_poll_id, USER, [0]))
+    async with tg.services.sessions() as s:
+        [row] = (await s.execute(select(TelegramPollAnswer))).scalars()
+    assert row.option_ids == [0] and row.contact_id is not None
+    await tg.post(poll_answer(tg.update_ids, poll.telegram_poll_id, USER, []))
+    await tg.post(poll_answer(tg.update_ids, poll.telegram_poll_id, USER, [1]))
+    await tg.post(poll_answer(tg.update_ids, poll.telegram_poll_id, USER + 1, [1]))
+    closed = await updates.close_poll(poll.id)
+    assert closed.result == {"counts": [0, 2], "voters": 2}
+    async with tg.services.sessions() as s:
+        rows = list((await s.execute(select(TelegramPollAnswer))).scalars())
+    assert len(rows) == 2 and all(r.voter_key is None for r in rows)  # gone once closed
+
+
 async def test_app_lifespan_starts_and_stops_the_scheduler(
     tmp_path: Path, fake_api: FakeBotApi
 ) -> None:
