@@ -11,12 +11,17 @@
  * Every project's exact price q (the per-supporter payment: sum_g w_g min(b_g, q) = cost)
  * and its exact rho = q / cost are enclosed in intervals; a decision is taken only when the
  * intervals prove it, otherwise the whole run is "ambiguous". The only floating-point facts
- * used are IEEE 754 binary64 with round-to-nearest (the C default; this file must not be
- * built with -ffast-math, and is built with -ffp-contract=off):
+ * used are those of IEEE 754 binary64 with round-to-nearest and gradual underflow (the C
+ * default; this file must not be built with -ffast-math, and is built with
+ * -ffp-contract=off). Both are checked before every run (`fp_env_ok`): a process where some
+ * other library switched the rounding mode or flush-to-zero gets "ambiguous" throughout.
  *  - +, -, *, / are correctly rounded, so nextafter() of a result towards -inf (+inf) is a
  *    lower (upper) bound on the exact result of the operation on the same operands;
  *  - a sum of n non-negative terms, each a correctly rounded product, in any order, is within
- *    a relative gamma_{n+1} = (n+1)u / (1 - (n+1)u) < 2(n+2)u of the exact sum (u = 2^-53);
+ *    a relative gamma = gamma_{n+1} = (n+1)u / (1 - (n+1)u) of the exact sum S (u = 2^-53), so
+ *    S <= computed / (1 - gamma) and S >= computed / (1 + gamma); with e = 2(n+2)u both
+ *    1/(1 - gamma) <= 1 + e - 2u and 1/(1 + gamma) >= 1 - e + 2u for n < 2^40, leaving 2u for
+ *    rounding 1 +- e and the product, whose last rounding nextafter() covers;
  *  - a rounded subtraction is <= 0 only if the exact difference is <= 0.
  * Group weights and supporter totals are integers below 2^53 (exact in binary64); the
  * caller passes each project's cost as an enclosing interval [clo, chi].
@@ -44,6 +49,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <fenv.h>
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -58,6 +65,15 @@ static inline double up(double v) { return nextafter(v, INFINITY); }
 static inline double sum_err(Py_ssize_t n) { return 2.0 * (double)(n + 2) * U; }
 
 enum { UNAFFORDABLE = 0, PRICED = 1, AMBIGUOUS = 2 };
+
+/* Round-to-nearest, and subnormals neither flushed to zero (FTZ) nor read as zero (DAZ). */
+static int fp_env_ok(void)
+{
+    volatile double tiny = DBL_MIN;
+    volatile double sub = tiny / 4.0; /* 0 under FTZ */
+    volatile double back = sub * 4.0; /* 0 under DAZ */
+    return fegetround() == FE_TONEAREST && sub != 0.0 && back == DBL_MIN;
+}
 
 typedef struct {
     double qa, qb;   /* qa < q <= qb */
@@ -152,7 +168,8 @@ typedef struct {
     Price pr;
 } Eval;
 
-/* The run; returns the number of projects funded (written to sel), or -1 if ambiguous. */
+/* The run; returns the number of projects funded (written to sel), -1 if ambiguous, -2 if
+ * out of memory. */
 static Py_ssize_t run(const Inst *in, Py_ssize_t m, Py_ssize_t G, const int8_t *alive0,
                       double x_lo, double x_hi, int64_t *sel)
 {
@@ -160,8 +177,10 @@ static Py_ssize_t run(const Inst *in, Py_ssize_t m, Py_ssize_t G, const int8_t *
     int64_t *order = malloc(sizeof(int64_t) * (size_t)(m + 1));
     double *lb = malloc(sizeof(double) * (size_t)(m + 1));
     Eval *ev = malloc(sizeof(Eval) * (size_t)(m + 1));
-    if (!order || !lb || !ev)
+    if (!order || !lb || !ev) {
+        result = -2;
         goto done;
+    }
     for (Py_ssize_t g = 0; g < G; g++) {
         in->lo[g] = x_lo;
         in->hi[g] = x_hi;
@@ -260,7 +279,11 @@ static int get_buf(PyObject *obj, Py_buffer *view, Py_ssize_t itemsize, const ch
         return -1;
     const char *f = view->format ? view->format : "B";
     const size_t len = strlen(f);
-    if (view->itemsize != itemsize || len == 0 || !strchr(kinds, f[len - 1])) {
+    /* one native (or little-endian, on this little-endian machine) item code, nothing else */
+    const int little = (union { uint16_t i; uint8_t c[2]; }){.i = 1}.c[0] == 1;
+    const int prefix_ok = len == 1 || (len == 2 && (f[0] == '@' || f[0] == '=' ||
+                                                    (f[0] == '<' && little)));
+    if (view->itemsize != itemsize || len == 0 || !prefix_ok || !strchr(kinds, f[len - 1])) {
         PyErr_Format(PyExc_TypeError, "%s: expected a contiguous array of %s", name,
                      itemsize == 8 ? (kinds[0] == 'd' ? "float64" : "int64") : "int8");
         PyBuffer_Release(view);
@@ -280,7 +303,7 @@ static PyObject *py_run(PyObject *self, PyObject *args)
     /* ptr, idx, rank, w, clo, chi, wtot, alive, lo, hi, sel */
     static const char *names[11] = {"ptr", "idx", "rank", "w", "clo", "chi",
                                     "wtot", "alive", "lo", "hi", "sel"};
-    static const char *kinds[11] = {"qlQL", "qlQL", "qlQL", "d", "d", "d", "d", "bBc?", "d", "d", "qlQL"};
+    static const char *kinds[11] = {"ql", "ql", "ql", "d", "d", "d", "d", "bB?", "d", "d", "ql"};
     static const Py_ssize_t sizes[11] = {8, 8, 8, 8, 8, 8, 8, 1, 8, 8, 8};
     static const int writable[11] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1};
     Py_buffer b[11];
@@ -311,11 +334,34 @@ static PyObject *py_run(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_ValueError, "idx names a group out of range");
             goto out;
         }
+    if (!(isfinite(x_lo) && isfinite(x_hi) && 0.0 <= x_lo && x_lo <= x_hi)) {
+        PyErr_SetString(PyExc_ValueError, "need finite 0 <= x_lo <= x_hi");
+        goto out;
+    }
+    const double *clo = b[4].buf, *chi = b[5].buf, *wtot = b[6].buf, *w = b[3].buf;
+    for (Py_ssize_t p = 0; p < m; p++)
+        if (!(isfinite(clo[p]) && isfinite(chi[p]) && 0.0 <= clo[p] && clo[p] <= chi[p] &&
+              wtot[p] >= 1.0 && wtot[p] < 9007199254740992.0)) {
+            PyErr_SetString(PyExc_ValueError, "need finite 0 <= clo <= chi and 1 <= wtot < 2^53");
+            goto out;
+        }
+    for (Py_ssize_t g = 0; g < G; g++)
+        if (!(w[g] >= 1.0 && w[g] < 9007199254740992.0)) {
+            PyErr_SetString(PyExc_ValueError, "need weights 1 <= w < 2^53");
+            goto out;
+        }
     Inst in = {ptr, idx, b[2].buf, b[3].buf, b[4].buf, b[5].buf, b[6].buf, b[8].buf, b[9].buf};
-    Py_ssize_t n;
-    Py_BEGIN_ALLOW_THREADS
-    n = run(&in, m, G, b[7].buf, x_lo, x_hi, b[10].buf);
-    Py_END_ALLOW_THREADS
+    Py_ssize_t n = -1;
+    /* The arrays must not change while this runs (the caller owns them; nothing shares them). */
+    if (fp_env_ok()) {
+        Py_BEGIN_ALLOW_THREADS
+        n = run(&in, m, G, b[7].buf, x_lo, x_hi, b[10].buf);
+        Py_END_ALLOW_THREADS
+    }
+    if (n == -2) {
+        PyErr_NoMemory();
+        goto out;
+    }
     ret = PyLong_FromSsize_t(n);
 out:
     for (int i = 0; i < got; i++)

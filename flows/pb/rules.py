@@ -681,6 +681,8 @@ class _FloatMes:
     """
 
     def __init__(self, prep: _Prepared, key: TieKey) -> None:
+        if prep.election.vote_type != "approval":  # the kernel knows cost-satisfaction only
+            raise RuleNotApplicable("the MES kernel needs approval ballots")
         m = prep.m
         self.prep = prep
         self.ptr = np.zeros(m + 1, dtype=np.int64)

@@ -8,7 +8,10 @@ the exact engine for that budget.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
+import platform
 import random
 from fractions import Fraction
 
@@ -167,3 +170,34 @@ def test_kernel_rejects_malformed_arrays() -> None:
         _mes.run(*args[:3], np.zeros(5), *args[4:])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="out of range"):
         _mes.run(k.ptr, np.array([7], dtype=np.int64), *args[2:])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="w: expected"):  # big-endian, read as native otherwise
+        _mes.run(*args[:3], k.w.astype(">f8"), *args[4:])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="rank: expected"):  # unsigned would reorder ties
+        _mes.run(*args[:2], k.rank.astype(np.uint64), *args[3:])  # type: ignore[arg-type]
+    for x_lo, x_hi in ((math.nan, 60.0), (-1.0, 60.0), (61.0, 60.0), (60.0, math.inf)):
+        with pytest.raises(ValueError, match="x_lo"):
+            _mes.run(*args[:8], x_lo, x_hi, *args[10:])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="clo"):
+        _mes.run(*args[:4], k.chi + 1, *args[5:])  # type: ignore[arg-type]
+    assert _mes.run(*args) == 1  # and nothing above changed its state
+
+
+def test_kernel_gives_up_under_another_rounding_mode() -> None:
+    # a library in the process could switch the FPU's rounding; the kernel's proof needs
+    # round-to-nearest, so it must then leave every run to the exact engine
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("FE_UPWARD's value is x86-64's")
+    libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+    fe_upward = 0x800  # x86-64 glibc's FE_UPWARD
+    election = _instance(1, 30, [10, 20, 30], 100)
+    prep = _Prepared(election)
+    kernel = _FloatMes(prep, tie_key(election, "cost-votes"))
+    x = election.budget / 30 + 3
+    assert kernel.run(x) is not None
+    if libm.fesetround(fe_upward) != 0:
+        pytest.skip("cannot switch the rounding mode here")
+    try:
+        assert kernel.run(x) is None
+    finally:
+        libm.fesetround(0)
+    assert kernel.run(x) == _MesRun(prep, x, tie_key(election, "cost-votes")).selected
