@@ -306,14 +306,16 @@ async def record_delivery(
     status: OutboxStatus,
     provider_status: str,
     error: str | None,
+    opted_out: bool,
     now: datetime,
 ) -> OutboundMessage | None:
     """Record a provider's delivery report on the outbox row it sent as ``provider_id``.
 
     Reports can arrive out of order, so a final status (delivered, undelivered, failed) is
     never replaced by an earlier one. The provider's own word is kept in
-    ``content["provider_status"]``. None when no row has that provider id (yet: see
-    `hold_delivery`).
+    ``content["provider_status"]``. When no row has that provider id yet (the provider called
+    back before its REST reply reached the dispatcher), the report is held for
+    `apply_held_deliveries` and None is returned.
     """
     query = (
         select(OutboundMessage)
@@ -324,10 +326,21 @@ async def record_delivery(
         .with_for_update()
     )
     row = (await session.execute(query)).scalars().first()
-    if row is None:
-        return None
-    _apply_delivery(row, status, provider_status, error, now)
-    return row
+    if row is not None:
+        _apply_delivery(row, status, provider_status, error, now)
+        return row
+    session.add(
+        HeldDeliveryReport(
+            channel=channel,
+            provider_id=provider_id[:128],
+            status=status,
+            provider_status=provider_status[:32],
+            error=None if error is None else error[:500],
+            opted_out=opted_out,
+            received_at=now,
+        )
+    )
+    return None
 
 
 def _apply_delivery(
@@ -340,31 +353,6 @@ def _apply_delivery(
         row.error = error[:500]
     row.content = {**row.content, "provider_status": provider_status}
     row.updated_at = now
-
-
-async def hold_delivery(
-    session: AsyncSession,
-    *,
-    channel: str,
-    provider_id: str,
-    status: OutboxStatus,
-    provider_status: str,
-    error: str | None,
-    opted_out: bool,
-    now: datetime,
-) -> None:
-    """Keep a report for a provider id no row has yet, for `apply_held_deliveries`."""
-    session.add(
-        HeldDeliveryReport(
-            channel=channel,
-            provider_id=provider_id[:128],
-            status=status,
-            provider_status=provider_status[:32],
-            error=None if error is None else error[:500],
-            opted_out=opted_out,
-            received_at=now,
-        )
-    )
 
 
 async def apply_held_deliveries(

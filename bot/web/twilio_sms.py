@@ -116,6 +116,9 @@ def router(services: Services, channel: TwilioSmsChannel) -> APIRouter:
             return Response(status_code=204)
         now = services.clock.now()
         async with services.sessions() as session, session.begin():
+            opted_out = isinstance(report.error, RecipientOptedOut)
+            # None: Twilio reported before its REST reply (with this SID) reached the
+            # dispatcher; the report is held until the dispatcher records the SID.
             row = await repo.record_delivery(
                 session,
                 channel=channel.name,
@@ -123,23 +126,10 @@ def router(services: Services, channel: TwilioSmsChannel) -> APIRouter:
                 status=outbox_status,
                 provider_status=report.status,
                 error=None if report.error is None else str(report.error),
+                opted_out=opted_out,
                 now=now,
             )
-            opted_out = isinstance(report.error, RecipientOptedOut)
-            if row is None:
-                # Twilio can report before its REST reply (with this SID) reached the
-                # dispatcher: keep it until the dispatcher records the SID.
-                await repo.hold_delivery(
-                    session,
-                    channel=channel.name,
-                    provider_id=report.message_sid,
-                    status=outbox_status,
-                    provider_status=report.status,
-                    error=None if report.error is None else str(report.error),
-                    opted_out=opted_out,
-                    now=now,
-                )
-            elif opted_out and row.contact_id is not None:
+            if row is not None and opted_out and row.contact_id is not None:
                 await repo.mark_opted_out(
                     session,
                     contact_id=row.contact_id,

@@ -266,7 +266,8 @@ def test_cli_webhook_commands(tmp_path: Path, fake_api: FakeBotApi) -> None:
     assert unset.exit_code == 2 and "CIVICBOT_TELEGRAM_TOKEN" in unset.output
 
 
-async def test_forget_detaches_poll_votes_but_keeps_them_counted(tg: TelegramBot) -> None:
+async def _voted_then_forgot(tg: TelegramBot) -> tuple[TelegramUpdates, TelegramPoll]:
+    """USER votes B in a group poll, then asks the bot privately to FORGET them."""
     await tg.post(member_update(tg, "member"))
     updates = TelegramUpdates(tg.services)
     poll = await updates.send_poll(
@@ -277,6 +278,12 @@ async def test_forget_detaches_poll_votes_but_keeps_them_counted(tg: TelegramBot
     await tg.say("/start")  # the voter talks to the bot privately: the same identity
     await tg.say("FORGET")
     await tg.press("Yes")
+    return updates, poll
+
+
+async def test_forget_detaches_poll_votes_but_keeps_them_counted(tg: TelegramBot) -> None:
+    updates, poll = await _voted_then_forgot(tg)
+    assert poll.id is not None
     async with tg.services.sessions() as s:
         row = (await s.execute(select(TelegramPollAnswer))).scalar_one()
     assert row.contact_id is None and row.option_ids == [1]
@@ -285,16 +292,8 @@ async def test_forget_detaches_poll_votes_but_keeps_them_counted(tg: TelegramBot
 
 
 async def test_a_changed_vote_after_forget_replaces_the_detached_one(tg: TelegramBot) -> None:
-    await tg.post(member_update(tg, "member"))
-    updates = TelegramUpdates(tg.services)
-    poll = await updates.send_poll(
-        chat_id=str(GROUP), question="Q?", options=["A", "B"], multiple=False, closes_at=None
-    )
+    updates, poll = await _voted_then_forgot(tg)
     assert poll.telegram_poll_id is not None and poll.id is not None
-    await tg.post(poll_answer(tg.update_ids, poll.telegram_poll_id, USER, [1]))
-    await tg.say("/start")
-    await tg.say("FORGET")
-    await tg.press("Yes")
     # Telegram still shows their vote; they change it, then take it back, then vote again
     await tg.post(poll_answer(tg.update_ids, poll.telegram_poll_id, USER, [0]))
     async with tg.services.sessions() as s:
