@@ -57,7 +57,8 @@ def _load_text(path: Path) -> str:
 
 def _with_progress(text: str, work: str, fn: Any) -> Any:
     """Call fn(progress) with a progress bar on stderr when the file is large."""
-    if text.count("\n") < _BIG_FILE_LINES:
+    lines = text.count("\n") + 1
+    if lines < _BIG_FILE_LINES:
         return fn(None)
     console = Console(stderr=True, soft_wrap=True)
     with Progress(
@@ -68,7 +69,7 @@ def _with_progress(text: str, work: str, fn: Any) -> Any:
         console=console,
         transient=True,
     ) as bar:
-        task = bar.add_task(work, total=None)
+        task = bar.add_task(work, total=lines)  # the columns format the total: never None
 
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)

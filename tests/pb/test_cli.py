@@ -73,3 +73,17 @@ def test_rule_that_does_not_apply_exits_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["tally", str(_write(tmp_path, text)), "--rule", "phragmen"])
     assert result.exit_code == 2
     assert "approval" in result.output
+
+
+def test_large_files_show_progress_and_tally(tmp_path: Path) -> None:
+    # over 20,000 lines: parsed under a progress bar on stderr (it once crashed rendering)
+    n = 25_000
+    lines = GOOD.replace("num_votes;4", f"num_votes;{n}").split("VOTES")[0].splitlines()
+    lines += ["VOTES", "voter_id;vote"] + [f"{v};a,b" if v % 3 else f"{v};c" for v in range(n)]
+    path = _write(tmp_path, "\n".join(lines) + "\n")
+    for command in (["tally", str(path), "--rule", "mes-add1", "--json"], ["check", str(path)]):
+        result = runner.invoke(app, command)
+        assert result.exit_code in (0, 1), result.output  # check may warn; never a traceback
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    tally = runner.invoke(app, ["tally", str(path), "--rule", "mes-add1", "--json"])
+    assert json.loads(tally.stdout)["voters"] == n
