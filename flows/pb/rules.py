@@ -139,11 +139,15 @@ def _supporters(election: Election) -> list[int]:
 
 def _greedy(election: Election, key: TieKey, tie_break: TieBreak) -> TallyResult:
     m = len(election.projects)
-    total = [Fraction(0)] * m
-    for g, utils in zip(election.groups, election.utilities(), strict=True):
-        for j, u in utils.items():
-            total[j] += u * g.weight
     votes = _supporters(election)
+    total: list[Fraction] | list[int]
+    if election.vote_type == "approval":
+        total = votes  # every approval is worth 1: integer sums, no Fraction per ballot
+    else:
+        total = [Fraction(0)] * m
+        for g, utils in zip(election.groups, election.utilities(), strict=True):
+            for j, u in utils.items():
+                total[j] += u * g.weight
 
     def density(j: int) -> Fraction | float:
         cost = election.projects[j].cost
