@@ -177,6 +177,9 @@ class _Reader:
             else:
                 self.vote_row(row, header, lineno)
         last = len(self.lines)
+        if not any(line.strip() for line in self.lines):
+            self.problem(None, "the file is empty")
+            return
         for name in _SECTIONS:
             if name not in sections_seen:
                 self.problem(last, f"the file has no {name.upper()} section (is it truncated?)")

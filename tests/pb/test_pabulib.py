@@ -138,3 +138,10 @@ def test_cumulative_points_are_parsed() -> None:
     assert sorted(g.weight for g in e.groups) == [1, 1, 2]
     with pytest.raises(PabulibError, match="points"):
         parse_pabulib(text.replace("2;a;5", "2;a;x"))
+
+
+@pytest.mark.parametrize("text", ["", "\n\n  \n"])
+def test_an_empty_file_says_so(text: str) -> None:
+    with pytest.raises(PabulibError, match="^the file is empty$"):
+        parse_pabulib(text)
+    assert [str(i) for i in check_pabulib(text)] == ["file: error: the file is empty"]
