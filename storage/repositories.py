@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -317,6 +317,7 @@ async def record_delivery(
     back before its REST reply reached the dispatcher), the report is held for
     `apply_held_deliveries` and None is returned.
     """
+    await _lock_provider_id(session, channel, provider_id)
     query = (
         select(OutboundMessage)
         .where(
@@ -343,6 +344,21 @@ async def record_delivery(
     return None
 
 
+async def _lock_provider_id(session: AsyncSession, channel: str, provider_id: str) -> None:
+    """Serialise a delivery report with the dispatcher recording the same provider id.
+
+    Without it, on PostgreSQL the webhook could find no row, the dispatcher then store the id
+    and look for held reports before the webhook's held report is committed: the report
+    would wait for nothing. A transaction-scoped advisory lock on the id makes one of them
+    see the other's work. (SQLite's ``BEGIN IMMEDIATE`` already serialises the two.)
+    """
+    if dialect(session) == "postgresql":
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": f"delivery:{channel}:{provider_id}"},
+        )
+
+
 def _apply_delivery(
     row: OutboundMessage, status: str, provider_status: str, error: str | None, now: datetime
 ) -> None:
@@ -364,6 +380,7 @@ async def apply_held_deliveries(
     """
     if row.provider_id is None:
         return False
+    await _lock_provider_id(session, row.channel, row.provider_id)
     where = (
         col(HeldDeliveryReport.channel) == row.channel,
         col(HeldDeliveryReport.provider_id) == row.provider_id,

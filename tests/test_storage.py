@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,6 +19,7 @@ from storage.models import (
     Answer,
     ChannelIdentity,
     Contact,
+    HeldDeliveryReport,
     InboundMessage,
     OutboundMessage,
     OutboxStatus,
@@ -183,3 +185,46 @@ async def test_skip_locked_claims_are_disjoint_on_postgresql(any_services: Servi
             )
     assert len(first) == 3 and len(second) == 3
     assert not {r.id for r in first} & {r.id for r in second}
+
+
+async def test_a_report_held_while_the_send_is_recorded_is_not_missed(
+    any_services: Services,
+) -> None:
+    # The status webhook finds no row for the SID and holds the report; before it commits,
+    # the dispatcher stores that SID and looks for held reports. One must see the other.
+    sid = "SM" + "a" * 32
+    row = _row(Priority.REPLY, T0)
+    row.status = OutboxStatus.SENDING
+    async with any_services.sessions() as s, s.begin():
+        s.add(row)
+
+    async def dispatcher_records_the_sid() -> None:
+        async with any_services.sessions() as b, b.begin():
+            sending = await b.get(OutboundMessage, row.id, with_for_update=True)
+            assert sending is not None
+            sending.provider_id = sid
+            sending.status = OutboxStatus.SENT
+            await repo.apply_held_deliveries(b, sending, now=T0)
+
+    async with any_services.sessions() as a:
+        async with a.begin():
+            held = await repo.record_delivery(
+                a,
+                channel=row.channel,
+                provider_id=sid,
+                status=OutboxStatus.DELIVERED,
+                provider_status="delivered",
+                error=None,
+                opted_out=False,
+                now=T0,
+            )
+            assert held is None
+            await a.flush()
+            task = asyncio.create_task(dispatcher_records_the_sid())
+            await asyncio.sleep(0.3)  # the dispatcher gets there before the webhook commits
+        await task
+    async with any_services.sessions() as s:
+        final = await s.get(OutboundMessage, row.id)
+        left = list((await s.execute(select(HeldDeliveryReport))).scalars())
+    assert final is not None and final.status == OutboxStatus.DELIVERED
+    assert left == []
