@@ -108,7 +108,7 @@ async def main(count: int, concurrency: int) -> None:
             limits = httpx.Limits(max_connections=concurrency)
             base = f"http://127.0.0.1:{port}"
             async with httpx.AsyncClient(base_url=base, limits=limits) as client:
-                warm = signed_requests(50, 50, "w0")
+                warm = signed_requests(50, 50, "f0")
                 await fire(client, "/bench/bare", warm, concurrency)
                 await fire(client, PATH, warm, concurrency)
                 requests = signed_requests(count, max(1, count // len(SCRIPT)), "b0")

@@ -374,10 +374,16 @@ class TelegramUpdates:
             session.add(poll)
         try:
             sent = await self.channel.send_poll(chat_id, question, options, multiple=multiple)
-        except ChannelError as exc:
+        except PermanentError as exc:  # Telegram refused it: nothing was posted
             async with self.services.sessions() as session, session.begin():
                 await session.execute(delete(TelegramPoll).where(col(TelegramPoll.id) == poll.id))
             raise PollError(f"Telegram did not take the poll: {exc}") from exc
+        except ChannelError as exc:  # no answer (timeout, network): it may have been posted
+            raise PollError(
+                f"Telegram did not answer ({exc}), so the poll may or may not be in the group. "
+                f"Look in the group before sending it again; if it is there, stop it in "
+                f"Telegram. (Kept here as poll {poll.id}, without Telegram's ids.)"
+            ) from exc
         async with self.services.sessions() as session, session.begin():
             stored = await session.get(TelegramPoll, poll.id, with_for_update=True)
             assert stored is not None  # nothing deletes a poll but the failed send above

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -76,6 +77,7 @@ POLL_OPTIONS_LIMIT = 100  # an option index in a poll answer beyond this is not 
 ADDRESS_MAX, PROVIDER_ID_MAX, GROUP_ID_MAX, POLL_ID_MAX = 64, 128, 32, 64
 TOGGLE_HINT = {"en": "Tap to tick, then Done.", "cy": "Tapiwch i dicio, yna Gorffen."}
 DONE_WORDS = {"en": ("Done", "of", "chosen"), "cy": ("Gorffen", "o", "wedi'u dewis")}
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 UPDATE_TYPES = ("message", "callback_query", "my_chat_member", "poll_answer")
 COMMANDS = (
     ("start", "Start, or go back to the beginning"),
@@ -500,8 +502,10 @@ class TelegramChannel:
         if update.callback_query is not None:
             query = update.callback_query
             message = query.message
-            query_id = _str(query.id, "callback query id")
+            query_id = _token(_str(query.id, "callback query id"), "callback query id")
             data_text = _opt_str(query.data, "callback data")
+            if data_text is not None:
+                _token(data_text, "callback data")
             if message is None or data_text is None:
                 return Ignored(uid, "callback without a message or data")
             message_id = _int(message.message_id, "message_id")
@@ -580,6 +584,14 @@ def _opt_str(value: Any, what: str) -> str | None:
 def _fits(value: str, limit: int, what: str) -> str:
     if len(value) > limit:
         raise InvalidUpdate(f"not a Telegram update: {what} longer than {limit} characters")
+    return _token(value, what)
+
+
+def _token(value: str, what: str) -> str:
+    """An id or code we store or look up: control characters (PostgreSQL refuses NUL) mean
+    the update is not Telegram's."""
+    if _CONTROL_CHARS.search(value):
+        raise InvalidUpdate(f"not a Telegram update: {what} has control characters")
     return value
 
 

@@ -15,6 +15,7 @@ Everything that touches the ``twilio`` package lives here (the web routes in
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -234,6 +235,7 @@ class TwilioSmsChannel:
         sender = form.get("From")
         if not sid or not sender:
             raise InvalidWebhook("MessageSid and From are required")
+        _check_sid(sid)
         address = self.normalise_number(sender)
         if address is None:
             return None
@@ -250,11 +252,21 @@ class TwilioSmsChannel:
         status = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip().lower()
         if not sid or not status:
             raise InvalidWebhook("MessageSid and MessageStatus are required")
+        _check_sid(sid)
         code = _int(form.get("ErrorCode"))
         error = None
         if code:
             error = classify_error(code=code, detail=form.get("ErrorMessage", "") or status)
         return DeliveryReport(message_sid=sid, status=status, error_code=code or None, error=error)
+
+
+# Twilio message SIDs: two letters (SM, MM) and 32 hex digits.
+_SID = re.compile(r"[A-Za-z]{2}[0-9a-fA-F]{32}")
+
+
+def _check_sid(sid: str) -> None:
+    if not _SID.fullmatch(sid):
+        raise InvalidWebhook("MessageSid is not a Twilio message SID")
 
 
 def _int(value: object) -> int | None:

@@ -80,7 +80,14 @@ async def assign_group(
 
 
 async def poll_by_telegram_id(session: AsyncSession, *, poll_id: str) -> TelegramPoll | None:
-    query = select(TelegramPoll).where(col(TelegramPoll.telegram_poll_id) == poll_id)
+    """The poll, locked for the transaction: an answer waits for a concurrent close (and then
+    sees it closed), so no answer or voter key is written after the count."""
+    query = (
+        select(TelegramPoll)
+        .where(col(TelegramPoll.telegram_poll_id) == poll_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     return (await session.execute(query)).scalar_one_or_none()
 
 

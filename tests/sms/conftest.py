@@ -266,10 +266,12 @@ def sms_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 async def sms_bot(
-    tmp_path: Path, fake_twilio: FakeTwilio, sms_overrides: dict[str, Any]
+    tmp_path: Path, database_url: str, fake_twilio: FakeTwilio, sms_overrides: dict[str, Any]
 ) -> AsyncIterator[SmsBot]:
+    """The bot on each database (SQLite file, PostgreSQL) with Twilio pointed at the fake."""
     clock = FixedClock()
-    services = build_services(sms_settings(tmp_path, fake_twilio, **sms_overrides), clock=clock)
+    settings = sms_settings(tmp_path, fake_twilio, database_url=database_url, **sms_overrides)
+    services = build_services(settings, clock=clock)
     await upgrade(services.db)
     app = build_app(services)
     transport = httpx.ASGITransport(app=app)

@@ -169,7 +169,16 @@ async def test_malformed_webhooks_get_4xx_not_500(sms_bot: SmsBot) -> None:
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert not_utf8.status_code == 400
+    for sid in ("SM\x00" + "a" * 31, "SM" + "a" * 31, "SMzz" + "a" * 30, "SM" + "a" * 33):
+        form = sms_bot.inbound_form("hi", sid=sid)
+        assert (await sms_bot.post(INBOUND, form)).status_code == 400, sid  # not a Twilio SID
+        assert (await sms_bot.status(sid, "delivered")).status_code == 400, sid
     assert await sms_bot.count(InboundMessage) == 0
+    # a NUL in the text itself is dropped, not refused (PostgreSQL cannot store it)
+    assert await sms_bot.converse("HI\x00") != []
+    async with sms_bot.services.sessions() as session:
+        [row] = (await session.execute(select(InboundMessage))).scalars()
+    assert row.text == "HI"
 
 
 async def test_full_onboarding_conversation_by_sms(sms_bot: SmsBot) -> None:

@@ -319,13 +319,12 @@ class TelegramBot:
 
 
 @pytest.fixture
-async def tg(tmp_path: Path, fake_api: FakeBotApi) -> AsyncIterator[TelegramBot]:
+async def tg(tmp_path: Path, database_url: str, fake_api: FakeBotApi) -> AsyncIterator[TelegramBot]:
+    """The bot on each database (SQLite file, PostgreSQL) with the Bot API pointed at the fake."""
     flows = tmp_path / "flows"
     flows.mkdir()
     (flows / "vote.yaml").write_text(BUDGET_FLOW)
-    settings = telegram_settings(
-        f"sqlite+aiosqlite:///{tmp_path}/t.db", fake_api.url, flows_dir=flows
-    )
+    settings = telegram_settings(database_url, fake_api.url, flows_dir=flows)
     clock = FixedClock()
     services = build_services(settings, clock=clock)
     await upgrade(services.db)

@@ -90,6 +90,10 @@ MALFORMED: dict[str, Any] = {
     "poll user id over 64 characters": answer(user={**FROM, "id": LONG_ID}),
     "poll id is a number": answer(poll_id=5),
     "poll id over 64 characters": answer(poll_id="p" * 65),
+    # PostgreSQL refuses NUL in text: ids and codes with control characters are not Telegram's
+    "poll id with a NUL": answer(poll_id="p\x00"),
+    "callback data with a NUL": callback(data="v:a\x00"),
+    "callback id with a newline": callback(id="4\n2"),
     "poll option ids are strings": answer(option_ids=["a"]),
     "poll option ids are a string": answer(option_ids="ab"),
     "poll option id is huge": answer(option_ids=[10**30]),

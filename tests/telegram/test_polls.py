@@ -139,6 +139,22 @@ async def test_a_poll_telegram_refuses_leaves_nothing_stored(tg: TelegramBot) ->
     assert stored.telegram_poll_id is not None and stored.message_id is not None
 
 
+async def test_a_poll_telegram_may_have_posted_is_kept_and_the_reply_says_so(
+    tg: TelegramBot,
+) -> None:
+    await tg.post(member_update(tg, "member"))
+    updates = TelegramUpdates(tg.services)
+    tg.fake.fail("sendPoll", {"ok": False, "error_code": 502, "description": "Bad Gateway"})
+    with pytest.raises(PollError, match="may or may not be in the group"):
+        await updates.send_poll(
+            chat_id=str(GROUP), question="Q", options=["a", "b"], multiple=False, closes_at=None
+        )
+    async with tg.services.sessions() as session:
+        [kept] = (await session.execute(select(TelegramPoll))).scalars()
+    assert kept.telegram_poll_id is None and kept.message_id is None
+    assert await updates.close_due_polls() == 0  # never picked up without Telegram's ids
+
+
 async def test_scheduler_has_its_jobs(tg: TelegramBot) -> None:
     scheduler = build_scheduler(tg.services)
     assert sorted(job.id for job in scheduler.get_jobs()) == [
