@@ -39,6 +39,7 @@ bounded floats, so it cannot differ from pabutools, which uses exact `gmpy2.mpq`
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -680,8 +681,8 @@ class _FloatMes:
     """MES runs (approval, cost-satisfaction) through the certified float kernel `_mes.run`.
 
     `run(x)` gives the funded projects at per-voter budget x in funding order, exactly as the
-    exact engine would, or None when the kernel could not prove a decision (near or exact
-    ties other than between projects that nobody is capped on); see flows/pb/_mes.c.
+    exact engine would, or None when the kernel could not prove a decision (near ties, exact
+    ties other than the structural ones, money exactly equal to a cost); see flows/pb/_mes.c.
     """
 
     def __init__(self, prep: _Prepared, key: TieKey) -> None:
@@ -747,10 +748,14 @@ def _mes_add1(election: Election, prep: _Prepared, key: TieKey, tie_break: TieBr
         return _mes_result(election, prep, run, "mes-add1", tie_break, 1)
     base = budget / n
     kmax = math.floor(budget)
-    fast = _FloatMes(prep, key)
     costs = prep.costs
+    supported = [p for p in range(prep.m) if len(prep.sup[p])]
     k = 0
     runs = 0
+    if sum((costs[p] for p in supported), Fraction(0)) <= budget:
+        k = kmax  # no outcome can cost more than B: the last step is kept
+    fast = _FloatMes(prep, key)
+    same = _SameOutcome(prep, base, kmax)
     while k + 1 <= kmax:
         x = base + k + 1
         sel = fast.run(x)
@@ -760,8 +765,39 @@ def _mes_add1(election: Election, prep: _Prepared, key: TieKey, tie_break: TieBr
         if sum((costs[p] for p in sel), Fraction(0)) > budget:
             break
         k += 1
+        k = max(k, same.last_step(x))
     final = _MesRun(prep, base + k, key)
     return _mes_result(election, prep, final, "mes-add1", tie_break, runs + 1)
+
+
+class _SameOutcome:
+    """How far the Add1 search may jump because the outcome provably stays the same.
+
+    Let A be the projects whose supporters together hold enough at per-voter budget x
+    (W_p x >= c_p, i.e. x >= t_p = c_p / W_p); the others are unaffordable. If x >= the total
+    cost of A, any one supporter can pay for every project of A still to be funded, so MES
+    funds all of A: the outcome is A (and the free projects), until x reaches the next t_p.
+    Only odd elections get here (a project with very few supporters for its cost), where
+    every +1 step up to that point would otherwise be run.
+    """
+
+    def __init__(self, prep: _Prepared, base: Fraction, kmax: int) -> None:
+        pairs = sorted((prep.costs[p] / prep.wtot[p], prep.costs[p]) for p in prep.priced)
+        self.thresholds = [t for t, _ in pairs]
+        self.total = [Fraction(0)]
+        for _, cost in pairs:
+            self.total.append(self.total[-1] + cost)
+        self.base = base
+        self.kmax = kmax
+
+    def last_step(self, x: Fraction) -> int:
+        """The last step k whose outcome is provably the outcome at x (0 if none is known)."""
+        i = bisect.bisect_right(self.thresholds, x)  # A: the first i projects
+        if x < self.total[i]:
+            return 0
+        if i == len(self.thresholds):
+            return self.kmax
+        return min(self.kmax, math.ceil(self.thresholds[i] - self.base) - 1)
 
 
 def selected_ids(election: Election, result: TallyResult) -> list[str]:

@@ -201,3 +201,33 @@ def test_kernel_gives_up_under_another_rounding_mode() -> None:
     finally:
         libm.fesetround(0)
     assert kernel.run(x) == _MesRun(prep, x, tie_key(election, "cost-votes")).selected
+
+
+def _election(costs: dict[str, int], ballots: list[str], budget: int) -> Election:
+    lines = ["META", "key;value", f"num_projects;{len(costs)}", f"num_votes;{len(ballots)}"]
+    lines += [f"budget;{budget}", "vote_type;approval", "PROJECTS", "project_id;cost"]
+    lines += [f"{p};{c}" for p, c in costs.items()]
+    lines += ["VOTES", "voter_id;vote"] + [f"{v};{b}" for v, b in enumerate(ballots)]
+    return parse_pabulib("\n".join(lines) + "\n")
+
+
+def test_mes_add1_when_everything_fits_keeps_the_last_step_without_walking() -> None:
+    election = _election({"a": 20, "b": 15, "c": 10}, ["a,b", "a", "c", "b,c"], 5000)
+    result = tally(election, "mes-add1")
+    selected, x = _exact_add1(election, "cost-votes")
+    assert (list(result.selected), result.voter_budget) == (selected, x)
+    assert x == Fraction(5000, 4) + 5000 and result.add1_runs == 1  # one exact run, no walk
+
+
+def test_mes_add1_jumps_while_the_outcome_provably_stays_the_same() -> None:
+    # 'big' has one supporter and costs 1000: only at a per-voter budget of 1000 can it be
+    # afforded; until then the outcome is {a, b} once any voter can pay for both alone
+    election = _election(
+        {"a": 10, "b": 10, "big": 1000},
+        ["a", "a,b", "a,b", "b", "a,b", "b,big"],
+        100,
+    )
+    result = tally(election, "mes-add1")
+    selected, x = _exact_add1(election, "cost-votes")
+    assert (list(result.selected), result.voter_budget) == (selected, x)
+    assert result.add1_runs < 10  # instead of the ~980 steps the exact walk took
