@@ -195,8 +195,9 @@ class Dispatcher:
             row.updated_at = now
             if provider_id is not None:
                 row.provider_id = provider_id
-                # reports the provider sent before we got here (see HeldDeliveryReport)
-                opt_out |= await repo.apply_held_deliveries(session, row, now=now)
+                if self.channels[row.channel].delivery_reports:
+                    # reports the provider sent before we got here (see HeldDeliveryReport)
+                    opt_out |= await repo.apply_held_deliveries(session, row, now=now)
             if status == OutboxStatus.SENT:
                 row.sent_at = now
             if retry_in is not None:

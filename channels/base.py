@@ -36,6 +36,9 @@ class Channel(Protocol):
 
     name: str
     rate_per_second: float
+    # The provider reports delivery later, by webhook, and a report can beat the send's own
+    # reply: the dispatcher then applies reports held for the id it records.
+    delivery_reports: bool
 
     def render(self, message: MessageCreated, language: str = "en") -> Content:
         """Turn an engine message into content for this channel."""

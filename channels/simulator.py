@@ -24,6 +24,7 @@ class SimulatorChannel:
         self.style = style
         self.name = channel_name(style)
         self.rate_per_second = rate_per_second
+        self.delivery_reports = False
 
     def render(self, message: MessageCreated, language: str = "en") -> Content:
         if self.style == "sms":

@@ -341,6 +341,7 @@ class TelegramChannel:
     token: str
     api_base: str = "https://api.telegram.org"
     rate_per_second: float = 30.0
+    delivery_reports: bool = False
     limiter: ChatLimiter = field(default_factory=ChatLimiter)
     name: str = CHANNEL
     _bot: Bot | None = field(default=None, init=False, repr=False)

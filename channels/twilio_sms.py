@@ -144,6 +144,7 @@ class TwilioSmsChannel:
     """The ``sms`` channel (the composition root builds it from settings)."""
 
     name = CHANNEL
+    delivery_reports = True  # status callbacks to STATUS_CALLBACK_PATH
 
     def __init__(
         self,

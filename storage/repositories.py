@@ -391,10 +391,13 @@ async def apply_held_deliveries(
         )
     ).scalars()
     opted_out = False
+    found = False
     for report in held:
         _apply_delivery(row, report.status, report.provider_status, report.error, now)
         opted_out |= report.opted_out
-    await session.execute(delete(HeldDeliveryReport).where(*where))
+        found = True
+    if found:
+        await session.execute(delete(HeldDeliveryReport).where(*where))
     return opted_out
 
 

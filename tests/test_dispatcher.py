@@ -23,6 +23,7 @@ class FakeChannel:
 
     name = "fake"
     rate_per_second = 1000.0
+    delivery_reports = False
 
     def __init__(self, script: Iterator[Exception | None] | None = None) -> None:
         self.script = script
