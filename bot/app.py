@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,8 +17,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bot.scheduler import build_scheduler
 from bot.services import Services
-from bot.telegram_updates import TelegramUpdates
 from bot.web import simulator, telegram, twilio_sms
+from channels.telegram.polling import run_polling
 from channels.twilio_sms import TwilioSmsChannel
 from storage.db import current_revision, head_revision, upgrade
 
@@ -55,8 +56,15 @@ def build_app(services: Services) -> FastAPI:
         if scheduler is not None:
             scheduler.start()
         settings = services.settings
-        if settings.telegram_enabled and settings.telegram_mode == "polling":
-            tasks.append(asyncio.create_task(TelegramUpdates(services).run_polling(stop)))
+        router = services.telegram
+        if router is not None and settings.telegram_mode == "polling":
+
+            async def handle(data: dict[str, Any]) -> None:
+                assert router is not None
+                handled = await router.handle(data)
+                await handled.run_follow_ups()
+
+            tasks.append(asyncio.create_task(run_polling(router.channel, handle, stop)))
         try:
             yield
         finally:
@@ -109,6 +117,7 @@ def build_app(services: Services) -> FastAPI:
     sms = services.channels.get("sms")
     if isinstance(sms, TwilioSmsChannel):
         app.include_router(twilio_sms.router(services, sms))
-    if services.settings.telegram_enabled:
-        app.include_router(telegram.router(services))
+    secret = services.settings.telegram_webhook_secret
+    if services.telegram is not None and secret is not None:
+        app.include_router(telegram.router(services.telegram, secret.get_secret_value()))
     return app

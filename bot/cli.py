@@ -1,35 +1,39 @@
-"""The ``civicbot`` command line. Every command reads settings once, and turns expected
-failures (bad settings, unreachable database, bad files) into one clear line and exit status 2."""
+"""The ``civicbot`` command line: the root app, the commands of the composition layer
+(``serve``, ``db``, ``flows``, Telegram webhook set-up) and the admin sub-apps from
+``admin/cli``, each given a :class:`CliRuntime`. Every command reads settings once, and turns
+expected failures (bad settings, unreachable database, bad files) into one clear line and exit
+status 2."""
 
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
 import sys
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from admin import pb_cli, telegram_cli, wards_cli
+from admin import pb_cli
+from admin.cli import broadcast as broadcast_cli
+from admin.cli import telegram as telegram_cli
+from admin.cli import wards as wards_cli
+from admin.cli.runtime import AppServices
 from bot.settings import Settings, SettingsError, load_settings
+from channels.errors import ChannelError
+from flows.broadcasts import BroadcastError
+from flows.polls.service import PollError
 
 T = TypeVar("T")
-
-app = typer.Typer(
-    help="civicbot: SMS and Telegram engagement for local participatory democracy.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
+DOMAIN_ERRORS: tuple[type[Exception], ...] = (
+    BroadcastError,
+    PollError,
+    ChannelError,
+    LookupError,
 )
-db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
-flows_app = typer.Typer(help="Conversation flows.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-app.add_typer(flows_app, name="flows")
-app.add_typer(wards_cli.app, name="wards")
-app.add_typer(pb_cli.app, name="pb")
-app.add_typer(telegram_cli.app, name="telegram")
 
 
 def fail(message: str) -> typer.Exit:
@@ -63,12 +67,68 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+class CliRuntime:
+    """:class:`admin.cli.runtime.Runtime` for the admin sub-apps."""
+
+    def fail(self, message: str) -> typer.Exit:
+        return fail(message)
+
+    def actor(self) -> str:
+        try:
+            return f"cli:{getpass.getuser()}"
+        except (KeyError, OSError):  # no login name (some containers)
+            return "cli"
+
+    def run(self, work: Callable[[AppServices], Awaitable[T]]) -> T:
+        from bot.services import build_services
+        from storage.db import current_revision, head_revision
+
+        settings = settings_or_exit()
+
+        async def go() -> T:
+            services = build_services(settings)
+            try:
+                current = await current_revision(services.db)
+                if current != head_revision():
+                    raise fail(
+                        f"the database is at revision {current or 'none'}, not "
+                        f"{head_revision()}: run `civicbot db upgrade` first"
+                    )
+                return await work(services)
+            finally:
+                await services.close()
+
+        try:
+            return run_db(go(), settings)
+        except DOMAIN_ERRORS as exc:
+            message = exc.args[0] if isinstance(exc, LookupError) and exc.args else str(exc)
+            raise fail(message) from None
+
+
+app = typer.Typer(
+    help="civicbot: SMS and Telegram engagement for local participatory democracy.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+flows_app = typer.Typer(help="Conversation flows.", no_args_is_help=True)
+telegram_app = typer.Typer(help="Telegram: webhook, groups and polls.", no_args_is_help=True)
+_runtime = CliRuntime()
+app.add_typer(db_app, name="db")
+app.add_typer(flows_app, name="flows")
+app.add_typer(wards_cli.build(_runtime), name="wards")
+app.add_typer(broadcast_cli.build(_runtime), name="broadcast")
+app.add_typer(pb_cli.app, name="pb")
+app.add_typer(telegram_app, name="telegram")
+telegram_cli.add_commands(telegram_app, _runtime)
+
+
 @app.command()
 def serve(
     host: str = typer.Option(None, help="Interface to listen on (CIVICBOT_HOST)."),
     port: int = typer.Option(None, help="Port to listen on (CIVICBOT_PORT)."),
 ) -> None:
-    """Run the web app, webhooks and the outbox dispatcher."""
+    """Run the web app, webhooks, the outbox dispatcher and the scheduler."""
     import uvicorn
 
     from bot.app import StartupError, build_app, prepare_database
@@ -153,6 +213,62 @@ def flows_check(
         typer.echo(
             f"{flow.id:<16} {len(flow.nodes):>3} nodes  triggers: {', '.join(flow.triggers)}"
         )
+
+
+# ---- Telegram webhook set-up: the channel's own business ------------------------------------
+
+
+def _telegram(settings: Settings, work: Callable[[Any], Awaitable[None]]) -> None:
+    from bot.services import telegram_channel
+    from flows.library import BUILTIN_DIR, load_library
+
+    if not settings.telegram_enabled:
+        raise fail("Telegram is not configured: set CIVICBOT_TELEGRAM_TOKEN")
+    folders = [BUILTIN_DIR] + ([settings.flows_dir] if settings.flows_dir else [])
+    channel = telegram_channel(settings, load_library(folders).catalogue)
+
+    async def go() -> None:
+        try:
+            await work(channel)
+        finally:
+            await channel.aclose()
+
+    try:
+        asyncio.run(go())
+    except ChannelError as exc:
+        raise fail(str(exc)) from None
+
+
+@telegram_app.command("set-webhook")
+def set_webhook() -> None:
+    """Register {CIVICBOT_PUBLIC_URL}/webhooks/telegram with the secret, and the bot's commands."""
+    settings = settings_or_exit()
+    if not settings.telegram_enabled:
+        raise fail("Telegram is not configured: set CIVICBOT_TELEGRAM_TOKEN")
+    if settings.telegram_webhook_secret is None:
+        raise fail("set CIVICBOT_TELEGRAM_WEBHOOK_SECRET first")
+    secret = settings.telegram_webhook_secret.get_secret_value()
+    url = f"{settings.public_url}/webhooks/telegram"
+    if not url.startswith("https://"):
+        typer.secho("warning: Telegram only delivers to https:// URLs", err=True)
+
+    async def work(channel: Any) -> None:
+        await channel.set_webhook(url, secret)
+        await channel.set_commands()
+
+    _telegram(settings, work)
+    typer.echo(f"webhook set to {url}; bot commands registered")
+
+
+@telegram_app.command("delete-webhook")
+def delete_webhook() -> None:
+    """Stop webhook deliveries (polling mode needs this; `serve` in polling mode does it too)."""
+
+    async def work(channel: Any) -> None:
+        await channel.delete_webhook()
+
+    _telegram(settings_or_exit(), work)
+    typer.echo("webhook deleted")
 
 
 def main() -> None:

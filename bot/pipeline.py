@@ -1,15 +1,22 @@
-"""The inbound pipeline: one database transaction per inbound message.
+"""The unit of work: one database transaction per inbound message, or per flow the system
+starts for someone.
+
+For an inbound message:
 
 1. take the in-process lock for the conversation (channel + address), FIFO, so a burst of
    messages from one person is handled one at a time and in arrival order;
 2. store the message, unique on (channel, provider id): a redelivery stops here;
 3. find or create the identity and contact and lock the identity row (``FOR UPDATE`` on
    PostgreSQL, so the lock holds across processes), then load the conversation state;
-4. run the engine, running any actions it asks for inside the same transaction;
-5. apply its events: contact changes, answers, outbox rows, conversation state; commit.
+4. if the channel pages long content (:class:`channels.base.Pager`) and this asks for the
+   next page, queue it and stop (the engine never sees pages);
+5. if it is a tap on a keyboard (:class:`channels.base.Taps`), read the keyboard's stored
+   content and let the channel say what the tap means;
+6. run the engine, running any actions it asks for inside the same transaction;
+7. apply its events: contact changes, answers, outbox rows, conversation state; commit.
 
-MORE (Welsh MWY) is answered before the engine when the latest message to the person was
-paged (SMS): the next stored page is queued and the conversation state is left alone.
+:meth:`Pipeline.start_flow` is the same unit of work for a flow the system starts (a
+reminder, an invitation, an alert): same lock, same row lock, same events, one transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -26,8 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock
 from bot.dispatcher import ERASE_AFTER_SEND
-from channels.base import Channel, InboundMessage
-from channels.sms_text import is_more_request
+from channels.base import Channel, Content, InboundMessage, Pager, TapMeaning, Taps
 from flows.engine import Engine
 from flows.events import (
     ActionResult,
@@ -39,12 +45,22 @@ from flows.events import (
     Event,
     Input,
     MessageCreated,
+    Notice,
     OptedIn,
     OptedOut,
+    SelectionChecked,
+    Step,
     UserInput,
 )
 from storage import repositories as repo
-from storage.models import Answer, Contact, Conversation, OutboundMessage
+from storage.models import (
+    Answer,
+    ChannelIdentity,
+    Contact,
+    Conversation,
+    OutboundMessage,
+    Priority,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +76,31 @@ class ActionContext:
 
 
 Action = Callable[[ActionContext], Awaitable[ActionResult]]
+Claim = Callable[[AsyncSession, Contact], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class TapAnswer:
+    """What to show for a tap, beside the buttons: ``notice`` (None: just acknowledge it) and,
+    after a toggle or a page turn, the keyboard's content drawn again (``redraw``)."""
+
+    notice: str | None = None
+    redraw: Content | None = None
+    closed: bool = False  # the tap was on a question that is no longer waiting
 
 
 @dataclass(frozen=True)
 class InboundResult:
     duplicate: bool
+    outbox: tuple[OutboundMessage, ...] = ()
+    tap: TapAnswer | None = None  # set for a tap (see InboundMessage.tap)
+
+
+@dataclass(frozen=True)
+class StartResult:
+    """What :meth:`Pipeline.start_flow` did: ``outbox`` rows queued (the flow's first messages,
+    or a notice offering it to someone busy), nothing for someone who may not be messaged."""
+
     outbox: tuple[OutboundMessage, ...] = ()
 
 
@@ -102,6 +138,22 @@ def contact_view(contact: Contact) -> ContactView:
     )
 
 
+@dataclass
+class _Work:
+    """One unit of work's context: where replies go and what has been queued."""
+
+    session: AsyncSession
+    channel: Channel
+    address: str
+    contact: Contact
+    now: datetime
+    inbound_id: int | None
+    priority: int
+    outbox: list[OutboundMessage] = field(default_factory=list)
+    tap: TapAnswer | None = None
+    erased: bool = False
+
+
 class Pipeline:
     def __init__(
         self,
@@ -124,6 +176,8 @@ class Pipeline:
         self.max_text_chars = max_text_chars
         self.on_outbox = on_outbox
         self.locks = ConversationLocks()
+
+    # ---- inbound ----------------------------------------------------------------------------
 
     async def handle(self, message: InboundMessage) -> InboundResult:
         """Process one inbound message exactly once."""
@@ -159,138 +213,217 @@ class Pipeline:
             language=self.default_language,
         )
         assert identity.id is not None and contact.id is not None
-        contact_id = contact.id
-        await repo.link_inbound(session, inbound_id=inbound_id, contact_id=contact_id)
-        if contact.opted_out_at is None and is_more_request(message.text):
-            page = await self._next_page(session, message, contact_id, inbound_id, now)
-            if page is not None:
-                return InboundResult(duplicate=False, outbox=(page,))
-        conversation = await repo.get_conversation(session, identity_id=identity.id)
-        state = (
-            ConversationState.model_validate(conversation.state)
-            if conversation is not None
-            else ConversationState()
+        await repo.link_inbound(session, inbound_id=inbound_id, contact_id=contact.id)
+        work = _Work(
+            session, channel, message.address, contact, now, inbound_id, Priority.REPLY
         )
+        if (
+            message.tap is None
+            and contact.opted_out_at is None
+            and isinstance(channel, Pager)
+            and channel.wants_next_page(message.text)
+            and await self._next_page(work, channel)
+        ):
+            return InboundResult(duplicate=False, outbox=tuple(work.outbox))
 
-        text = message.text[: self.max_text_chars]
-        inp: Input = UserInput(text=text, payload=message.payload)
-        view = contact_view(contact)
-        outbox: list[OutboundMessage] = []
-        erased = False
+        keyboard: OutboundMessage | None = None
+        meaning: TapMeaning | None = None
+        if message.tap is not None:
+            keyboard, meaning = await self._read_tap(work, message)
+            # A tap whose keyboard we cannot read goes to the engine as it came: the engine
+            # checks it against the question now waiting, and answers "that question has
+            # closed" for anything else.
+            inp: Input = UserInput(
+                "",
+                payload=meaning.payload if meaning is not None else message.tap.data,
+                check_only=meaning.check_only if meaning is not None else False,
+            )
+            work.tap = TapAnswer()
+        else:
+            inp = UserInput(text=message.text[: self.max_text_chars], payload=message.payload)
+
+        conversation, state = await self._load_state(session, identity)
+        step = self.engine.step(state, contact_view(contact), inp, now)
+        state = await self._run(work, step, keyboard, meaning)
+        await self._save_state(work, identity, conversation, state)
+        return InboundResult(duplicate=False, outbox=tuple(work.outbox), tap=work.tap)
+
+    async def _next_page(self, work: _Work, pager: Pager) -> bool:
+        """MORE: queue the next page of the latest paged message; False when none waits
+        (then MORE goes to the engine like any other text)."""
+        assert work.contact.id is not None
+        latest = await repo.paged_outbound(
+            work.session, channel=work.channel.name, contact_id=work.contact.id
+        )
+        paged = pager.next_page(latest.content) if latest is not None else None
+        if latest is None or paged is None:
+            return False
+        latest.content, page = paged
+        self._queue(work, page, ignore_opt_out=False)
+        await work.session.flush()
+        return True
+
+    async def _read_tap(
+        self, work: _Work, message: InboundMessage
+    ) -> tuple[OutboundMessage | None, TapMeaning | None]:
+        assert message.tap is not None and work.contact.id is not None
+        row = await repo.keyboard_message(
+            work.session,
+            channel=message.channel,
+            contact_id=work.contact.id,
+            reference=message.tap.message,
+        )
+        if row is None or not isinstance(work.channel, Taps):
+            return row, None
+        return row, work.channel.decode_tap(row.content, message.tap.data)
+
+    # ---- system-started flows ---------------------------------------------------------------
+
+    async def start_flow(
+        self,
+        *,
+        channel: str,
+        address: str,
+        flow_id: str,
+        variables: Mapping[str, Any] | None = None,
+        priority: int = Priority.BULK,
+        claim: Claim | None = None,
+    ) -> StartResult:
+        """Start ``flow_id`` for the person at (channel, address), as the system (see
+        :meth:`flows.engine.Engine.start` for what happens to someone mid-question). The same
+        unit of work as an inbound message: conversation lock, row lock, one transaction.
+        Nothing happens for an address we do not know. ``claim`` runs first in the same
+        transaction (a broadcast recording its recipient): if it returns False, nothing
+        else happens."""
+        chosen = self.channels[channel]
+        async with (
+            self.locks.hold((channel, address)),
+            self.sessions() as session,
+            session.begin(),
+        ):
+            now = self.clock.now()
+            found = await repo.lock_existing_identity(session, channel=channel, address=address)
+            if found is None:
+                return StartResult()
+            identity, contact = found
+            if contact.erased_at is not None:
+                return StartResult()
+            if claim is not None and not await claim(session, contact):
+                return StartResult()
+            work = _Work(session, chosen, address, contact, now, None, priority)
+            conversation, state = await self._load_state(session, identity)
+            step = self.engine.start(
+                state, contact_view(contact), flow_id, now, dict(variables or {})
+            )
+            state = await self._run(work, step, None, None)
+            await self._save_state(work, identity, conversation, state)
+        if work.outbox and self.on_outbox is not None:
+            self.on_outbox()
+        return StartResult(outbox=tuple(work.outbox))
+
+    # ---- shared -----------------------------------------------------------------------------
+
+    async def _load_state(
+        self, session: AsyncSession, identity: ChannelIdentity
+    ) -> tuple[Conversation | None, ConversationState]:
+        assert identity.id is not None
+        conversation = await repo.get_conversation(session, identity_id=identity.id)
+        if conversation is None:
+            return None, ConversationState()
+        return conversation, ConversationState.model_validate(conversation.state)
+
+    async def _run(
+        self,
+        work: _Work,
+        step: Step,
+        keyboard: OutboundMessage | None,
+        meaning: TapMeaning | None,
+    ) -> ConversationState:
+        """Apply a step's events, run the actions it asks for and resume; the final state."""
         for _ in range(MAX_ACTIONS_PER_MESSAGE):
-            step = self.engine.step(state, view, inp, now)
-            state, view = step.state, step.contact
             for event in step.events:
-                erased = (
-                    await self._apply(
-                        session, event, contact, channel, message, inbound_id, now, outbox
-                    )
-                    or erased
-                )
+                await self._apply(work, event, keyboard, meaning)
             request = step.pending_action
             if request is None:
                 break
-            inp = await self._run_action(session, contact, request.name, request.args, now)
+            result = await self._run_action(work, request.name, request.args)
+            step = self.engine.step(step.state, step.contact, result, work.now)
+        return step.state
 
-        if not erased:
+    async def _save_state(
+        self,
+        work: _Work,
+        identity: ChannelIdentity,
+        conversation: Conversation | None,
+        state: ConversationState,
+    ) -> None:
+        if not work.erased:
+            assert identity.id is not None
             if conversation is None:
-                conversation = Conversation(identity_id=identity.id, updated_at=now)
-                session.add(conversation)
+                conversation = Conversation(identity_id=identity.id, updated_at=work.now)
+                work.session.add(conversation)
             conversation.flow_id = state.flow_id
             conversation.node_id = state.node_id
             conversation.expires_at = state.expires_at
             conversation.state = state.model_dump(mode="json")
-            conversation.updated_at = now
-        await session.flush()
-        return InboundResult(duplicate=False, outbox=tuple(outbox))
+            conversation.updated_at = work.now
+        await work.session.flush()
 
-    async def _next_page(
-        self,
-        session: AsyncSession,
-        message: InboundMessage,
-        contact_id: int,
-        inbound_id: int,
-        now: datetime,
-    ) -> OutboundMessage | None:
-        """MORE: a channel that pages long content (SMS) keeps the unsent pages in
-        ``content["more"]`` of the message; queue the next one. None when nothing waits
-        (then MORE goes to the engine like any other text). The engine never sees pages."""
-        latest = await repo.paged_outbound(session, channel=message.channel, contact_id=contact_id)
-        pages = latest.content.get("more") if latest is not None else None
-        if latest is None or not isinstance(pages, list) or not pages:
-            return None
-        page, rest = pages[0], pages[1:]
-        if not isinstance(page, dict):
-            return None
-        latest.content = {k: v for k, v in latest.content.items() if k != "more"}
-        content: dict[str, Any] = {
-            "text": str(page.get("text", "")),
-            "choices": [],
-            "segments": page.get("segments"),
-        }
-        if rest:
-            content["more"] = rest
-        row = repo.new_outbound(
-            channel=message.channel,
-            address=message.address,
-            contact_id=contact_id,
-            inbound_id=inbound_id,
-            content=content,
-            now=now,
-        )
-        session.add(row)
-        await session.flush()
-        return row
-
-    async def _run_action(
-        self,
-        session: AsyncSession,
-        contact: Contact,
-        name: str,
-        args: Mapping[str, str],
-        now: datetime,
-    ) -> ActionResult:
+    async def _run_action(self, work: _Work, name: str, args: Mapping[str, str]) -> ActionResult:
         action = self.actions.get(name)
         if action is None:
             log.error("flow asked for unregistered action %s", name)
             return ActionResult(outcome="error")
         try:
-            async with session.begin_nested():
-                return await action(ActionContext(session, contact, args, now))
+            async with work.session.begin_nested():
+                return await action(ActionContext(work.session, work.contact, args, work.now))
         except Exception:
             log.exception("action %s failed", name)
             return ActionResult(outcome="error")
 
+    def _queue(self, work: _Work, content: Content, *, ignore_opt_out: bool) -> OutboundMessage:
+        contact = work.contact
+        erased = contact.erased_at is not None
+        if erased:  # the reply to FORGET: linked to nothing, and blanked once it has gone
+            content[ERASE_AFTER_SEND] = True
+        row = repo.new_outbound(
+            channel=work.channel.name,
+            address=work.address,
+            contact_id=None if erased else contact.id,
+            inbound_id=None if erased else work.inbound_id,
+            content=content,
+            priority=work.priority,
+            ignore_opt_out=ignore_opt_out,
+            now=work.now,
+        )
+        work.session.add(row)
+        work.outbox.append(row)
+        return row
+
     async def _apply(
         self,
-        session: AsyncSession,
+        work: _Work,
         event: Event,
-        contact: Contact,
-        channel: Channel,
-        message: InboundMessage,
-        inbound_id: int,
-        now: datetime,
-        outbox: list[OutboundMessage],
-    ) -> bool:
-        """Apply one engine event; True when the contact was erased."""
+        keyboard: OutboundMessage | None,
+        meaning: TapMeaning | None,
+    ) -> None:
+        """Apply one engine event."""
+        contact, session, now = work.contact, work.session, work.now
         assert contact.id is not None
         if isinstance(event, MessageCreated):
             if contact.opted_out_at is not None and not event.ignore_opt_out:
-                return False
-            content = channel.render(event, contact.language)
-            if contact.erased_at is not None:
-                content[ERASE_AFTER_SEND] = True
-            row = repo.new_outbound(
-                channel=message.channel,
-                address=message.address,
-                contact_id=None if contact.erased_at is not None else contact.id,
-                inbound_id=inbound_id,
-                content=content,
-                ignore_opt_out=event.ignore_opt_out,
-                now=now,
-            )
-            session.add(row)
-            outbox.append(row)
+                return
+            content = work.channel.render(event, contact.language)
+            self._queue(work, content, ignore_opt_out=event.ignore_opt_out)
+        elif isinstance(event, Notice):
+            work.tap = TapAnswer(notice=event.text or None, closed=event.closed)
+        elif isinstance(event, SelectionChecked):
+            if event.problem is not None:
+                work.tap = TapAnswer(notice=event.problem)
+            elif keyboard is not None and meaning is not None and isinstance(work.channel, Taps):
+                keyboard.content = work.channel.redraw(keyboard.content, meaning)
+                keyboard.updated_at = now
+                work.tap = TapAnswer(redraw=keyboard.content)
         elif isinstance(event, ContactUpdated):
             _update_contact(contact, event.field, event.value, now)
         elif isinstance(event, AnswerRecorded):
@@ -301,6 +434,7 @@ class Pipeline:
                     node_id=event.node_id,
                     key=event.key,
                     value=event.value,
+                    personal=event.personal,
                     created_at=now,
                 )
             )
@@ -309,7 +443,7 @@ class Pipeline:
                 session,
                 contact_id=contact.id,
                 actor="contact",
-                detail={"channel": message.channel},
+                detail={"channel": work.channel.name},
                 now=now,
             )
         elif isinstance(event, OptedIn):
@@ -319,7 +453,7 @@ class Pipeline:
                 actor="contact",
                 action="opted_in",
                 subject=f"contact:{contact.id}",
-                detail={"channel": message.channel},
+                detail={"channel": work.channel.name},
                 now=now,
             )
         elif isinstance(event, ContactErased):
@@ -329,8 +463,7 @@ class Pipeline:
             await repo.audit(
                 session, actor="contact", action="erased", subject=f"contact:{contact.id}", now=now
             )
-            return True
-        return False
+            work.erased = True
 
 
 def _update_contact(contact: Contact, name: str, value: Any, now: datetime) -> None:

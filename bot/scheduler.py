@@ -27,14 +27,20 @@ def build_scheduler(services: Services) -> AsyncIOScheduler:
         coalesce=True,
         max_instances=1,
     )
-    if services.settings.telegram_enabled:
-        from bot.telegram_updates import TelegramUpdates
-
-        updates = TelegramUpdates(services)
+    scheduler.add_job(
+        services.broadcasts.send_due,
+        "interval",
+        seconds=every,
+        id="send_scheduled_broadcasts",
+        coalesce=True,
+        max_instances=1,
+    )
+    if services.polls is not None:
         scheduler.add_job(
-            updates.close_due_polls,
+            services.polls.close_due,
             "interval",
             seconds=every,
+            kwargs={"actor": "scheduler"},
             id="telegram_close_due_polls",
             coalesce=True,
             max_instances=1,

@@ -14,16 +14,22 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.actions import builtin_actions
+from bot.broadcast import BroadcastService
 from bot.clock import Clock, SystemClock
 from bot.dispatcher import Dispatcher
 from bot.pipeline import Action, Pipeline
 from bot.settings import Settings
+from bot.telegram import TelegramPollTransport, TelegramUpdates
 from channels.base import Channel
 from channels.simulator import STYLES, SimulatorChannel
-from channels.telegram import ChatLimiter, TelegramChannel
+from channels.telegram.client import CHANNEL as TELEGRAM
+from channels.telegram.client import ChatLimiter, TelegramChannel
+from channels.telegram.router import UpdateRouter
 from channels.twilio_sms import TwilioSmsChannel
+from flows.catalogue import Catalogue
 from flows.engine import Engine
 from flows.library import BUILTIN_DIR, FlowLibrary, load_library
+from flows.polls.service import PollService
 from storage.db import create_engine, session_factory
 
 
@@ -39,7 +45,14 @@ class Services:
     actions: dict[str, Action]
     pipeline: Pipeline
     dispatcher: Dispatcher
+    broadcasts: BroadcastService
+    polls: PollService | None = None  # with Telegram
+    telegram: UpdateRouter | None = None  # with Telegram
     extras: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def catalogue(self) -> Catalogue:
+        return self.library.catalogue
 
     async def check_database(self) -> None:
         async with self.db.connect() as conn:
@@ -53,12 +66,13 @@ class Services:
         await self.db.dispose()
 
 
-def twilio_sms_channel(settings: Settings) -> TwilioSmsChannel:
+def twilio_sms_channel(settings: Settings, catalogue: Catalogue) -> TwilioSmsChannel:
     assert settings.twilio_account_sid and settings.twilio_auth_token
     return TwilioSmsChannel(
         account_sid=settings.twilio_account_sid,
         auth_token=settings.twilio_auth_token.get_secret_value(),
         public_url=settings.public_url,
+        catalogue=catalogue,
         from_number=settings.twilio_from_number,
         messaging_service_sid=settings.twilio_messaging_service_sid,
         api_base=settings.twilio_api_base,
@@ -69,10 +83,11 @@ def twilio_sms_channel(settings: Settings) -> TwilioSmsChannel:
     )
 
 
-def telegram_channel(settings: Settings) -> TelegramChannel:
+def telegram_channel(settings: Settings, catalogue: Catalogue) -> TelegramChannel:
     assert settings.telegram_token is not None
     return TelegramChannel(
         token=settings.telegram_token.get_secret_value(),
+        catalogue=catalogue,
         api_base=settings.telegram_api_base,
         rate_per_second=settings.telegram_rate_per_second,
         limiter=ChatLimiter(
@@ -92,21 +107,29 @@ def build_services(
     db = create_engine(settings.database_url)
     sessions = session_factory(db)
 
-    all_channels: dict[str, Channel] = {}
-    for style in STYLES:
-        simulator = SimulatorChannel(style, settings.simulator_rate_per_second)
-        all_channels[simulator.name] = simulator
-    if settings.sms_enabled:
-        sms = twilio_sms_channel(settings)
-        all_channels[sms.name] = sms
-    if settings.telegram_enabled:
-        telegram = telegram_channel(settings)
-        all_channels[telegram.name] = telegram
-    all_channels.update(channels or {})
-
     actions = builtin_actions()
     flow_dirs = [BUILTIN_DIR] + ([settings.flows_dir] if settings.flows_dir else [])
     library = load_library(flow_dirs, known_actions=actions)
+    catalogue = library.catalogue
+
+    all_channels: dict[str, Channel] = {}
+    for style in STYLES:
+        simulator = SimulatorChannel(
+            style,
+            catalogue,
+            rate_per_second=settings.simulator_rate_per_second,
+            max_segments=settings.sms_max_segments,
+        )
+        all_channels[simulator.name] = simulator
+    if settings.sms_enabled:
+        sms = twilio_sms_channel(settings, catalogue)
+        all_channels[sms.name] = sms
+    telegram: TelegramChannel | None = None
+    if settings.telegram_enabled:
+        telegram = telegram_channel(settings, catalogue)
+        all_channels[telegram.name] = telegram
+    all_channels.update(channels or {})
+
     engine = Engine(library, timeout=timedelta(minutes=settings.conversation_timeout_minutes))
     dispatcher = Dispatcher(
         sessions=sessions, channels=all_channels, clock=clock, settings=settings
@@ -121,6 +144,42 @@ def build_services(
         max_text_chars=settings.max_inbound_chars,
         on_outbox=dispatcher.wake,
     )
+    broadcasts = BroadcastService(
+        sessions=sessions,
+        pipeline=pipeline,
+        engine=engine,
+        channels=all_channels,
+        clock=clock,
+        default_language=settings.default_language,
+        sms_segment_price=settings.sms_segment_price,
+        on_outbox=dispatcher.wake,
+    )
+    polls: PollService | None = None
+    router: UpdateRouter | None = None
+    telegram = telegram if isinstance(all_channels.get(TELEGRAM), TelegramChannel) else None
+    if telegram is not None:
+        assert settings.telegram_token is not None
+        polls = PollService(
+            sessions=sessions,
+            transport=TelegramPollTransport(telegram),
+            broadcaster=broadcasts,
+            catalogue=catalogue,
+            clock=clock,
+            voter_secret=settings.telegram_token.get_secret_value().encode(),
+            default_language=settings.default_language,
+        )
+        router = UpdateRouter(
+            telegram,
+            TelegramUpdates(
+                telegram=telegram,
+                pipeline=pipeline,
+                sessions=sessions,
+                polls=polls,
+                broadcaster=broadcasts,
+                catalogue=catalogue,
+                clock=clock,
+            ),
+        )
     return Services(
         settings=settings,
         clock=clock,
@@ -132,4 +191,7 @@ def build_services(
         actions=actions,
         pipeline=pipeline,
         dispatcher=dispatcher,
+        broadcasts=broadcasts,
+        polls=polls,
+        telegram=router,
     )

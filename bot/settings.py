@@ -7,6 +7,7 @@ passes the object down. Tests build ``Settings(...)`` directly.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -60,6 +61,8 @@ class Settings(BaseSettings):
     twilio_mps: float = Field(default=10.0, gt=0)  # sends per second
     twilio_timeout_seconds: float = Field(default=15.0, gt=0)
     sms_max_segments: int = Field(default=3, ge=1, le=10)  # longer content is paged: "Reply MORE"
+    # What one SMS segment costs, for broadcast estimates (GBP).
+    sms_segment_price: Decimal = Field(default=Decimal("0.04"), ge=0, max_digits=8)
 
     # Telegram: enabled when the bot token is set. ``webhook`` mode (the default) needs the
     # webhook secret and a public URL; ``polling`` suits a laptop with no public URL.

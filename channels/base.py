@@ -10,13 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from flows.events import MessageCreated
 
 Content = dict[str, Any]
 """Rendered, JSON-serialisable outbound content: at least ``text``; channels add their own keys
 (``choices``, ``buttons``, ``segments``...)."""
+
+
+@dataclass(frozen=True)
+class TapRef:
+    """A tapped button: its ``data`` and the message whose keyboard it was on.
+
+    ``message`` is the provider id the keyboard was sent as (Telegram ``<chat>:<message>``),
+    or ``out:<outbox row id>`` for the simulator, or None for "the latest keyboard sent to
+    this person". The pipeline reads that message's stored content and asks the channel what
+    the tap means (:class:`Taps`)."""
+
+    data: str
+    message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -27,8 +40,9 @@ class InboundMessage:
     address: str
     provider_id: str
     text: str
-    payload: str | None = None  # button data, when a button was tapped
+    payload: str | None = None  # an answer in the engine's own form, ``flow:node:ids``
     raw: Mapping[str, Any] = field(default_factory=dict)
+    tap: TapRef | None = None  # a tapped button, decoded by the channel
 
 
 class Channel(Protocol):
@@ -46,4 +60,48 @@ class Channel(Protocol):
 
     async def send(self, address: str, content: Content) -> str | None:
         """Send; return the provider's message id. Raise a :mod:`channels.errors` error."""
+        ...
+
+
+@dataclass(frozen=True)
+class TapMeaning:
+    """What a tap on a keyboard means, in the engine's terms.
+
+    ``payload`` is the engine's answer form (``flow:node:id1,id2``); ``check_only`` marks a
+    tap that only changes the selection on screen (a toggle, a page turn), after which the
+    keyboard is drawn again with ``selected`` ticked (option indexes, in the order tapped)
+    at ``page``."""
+
+    payload: str
+    check_only: bool
+    selected: tuple[int, ...] = ()
+    page: int = 0
+
+
+@runtime_checkable
+class Taps(Protocol):
+    """A channel with tappable keyboards (Telegram, and the simulator showing Telegram)."""
+
+    def decode_tap(self, content: Content, data: str) -> TapMeaning | None:
+        """What ``data`` means on the keyboard ``content`` showed; None if it never carried
+        that data (a forged or mangled tap)."""
+        ...
+
+    def redraw(self, content: Content, meaning: TapMeaning) -> Content:
+        """``content`` with its keyboard showing ``meaning``'s selection and page."""
+        ...
+
+
+@runtime_checkable
+class Pager(Protocol):
+    """A channel that sends long content in pages (SMS): the person asks for the next page
+    with a word (MORE / MWY), and the rest waits in the sent content until then."""
+
+    def wants_next_page(self, text: str) -> bool:
+        """Whether an inbound text asks for the next page."""
+        ...
+
+    def next_page(self, content: Content) -> tuple[Content, Content] | None:
+        """For content with pages still to send: (that content without them, the next page
+        to send, carrying any pages after it). None when nothing waits."""
         ...

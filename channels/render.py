@@ -1,38 +1,44 @@
-"""Rendering an engine message the way each channel shows it. Shared by the real adapters and
-the web simulator, so the simulator shows exactly what a phone would."""
+"""Rendering an engine message the way SMS shows it, shared by the Twilio adapter and the
+simulator's SMS style, so the simulator shows exactly what a phone would. (Telegram's
+rendering, keyboards included, is in :mod:`channels.telegram.keyboard`.)"""
 
 from __future__ import annotations
 
 from channels.base import Content
-from channels.sms_text import DEFAULT_MAX_SEGMENTS, paginate, render_sms_text, segment_count
+from channels.sms_text import is_more_request, render_sms_pages, segment_count
+from flows.catalogue import Catalogue
 from flows.events import MessageCreated
 
 
 def render_sms(
-    message: MessageCreated, language: str = "en", max_segments: int = DEFAULT_MAX_SEGMENTS
+    message: MessageCreated, language: str, max_segments: int, catalogue: Catalogue
 ) -> Content:
     """SMS content. Text longer than ``max_segments`` is paged: the first page is sent and the
     rest wait in ``more`` (each ``{"text", "segments"}``) until the person replies MORE."""
-    first, *rest = paginate(render_sms_text(message, language), max_segments, language)
+    first, *rest = render_sms_pages(message, language, max_segments, catalogue)
     content: Content = {"text": first, "choices": [], "segments": segment_count(first)}
     if rest:
         content["more"] = [{"text": page, "segments": segment_count(page)} for page in rest]
     return content
 
 
-def render_telegram(message: MessageCreated, language: str = "en") -> Content:
-    """Text plus one inline button per choice; the button data names the question so a tap on
-    an old keyboard can be told apart from an answer to the current one."""
-    buttons = [
-        {
-            "label": c.label if c.cost is None else f"{c.label} ({c.cost:,})",
-            "data": f"{message.question}:{c.id}",
+class SmsPaging:
+    """The :class:`channels.base.Pager` behaviour of SMS: MORE / MWY sends the next page."""
+
+    def wants_next_page(self, text: str) -> bool:
+        return is_more_request(text)
+
+    def next_page(self, content: Content) -> tuple[Content, Content] | None:
+        pages = content.get("more")
+        if not isinstance(pages, list) or not pages or not isinstance(pages[0], dict):
+            return None
+        page, rest = pages[0], pages[1:]
+        sent = {k: v for k, v in content.items() if k != "more"}
+        following: Content = {
+            "text": str(page.get("text", "")),
+            "choices": [],
+            "segments": page.get("segments"),
         }
-        for c in message.choices
-    ]
-    text = message.text
-    if message.multi and message.choices:
-        numbered = "\n".join(f"{n} {b['label']}" for n, b in enumerate(buttons, start=1))
-        text = f"{text}\n\n{numbered}\n\nReply with the numbers of your choices, e.g. 1 3"
-        buttons = []
-    return {"text": text, "choices": [b["label"] for b in buttons], "buttons": buttons}
+        if rest:
+            following["more"] = rest
+        return sent, following

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from flows.catalogue import Catalogue
 from flows.commands import normalise
 from flows.events import MessageCreated
 
@@ -82,47 +83,104 @@ def _or_list(numbers: list[str], conjunction: str) -> str:
     return ", ".join(numbers[:-1]) + f" {conjunction} " + numbers[-1]
 
 
-def render_sms_text(message: MessageCreated, language: str = "en") -> str:
+def _choice_lines(message: MessageCreated) -> list[str]:
+    return [
+        f"{number} {choice.label}" + (f" ({choice.cost:,})" if choice.cost is not None else "")
+        for number, choice in enumerate(message.choices, start=1)
+    ]
+
+
+def _reply_hint(message: MessageCreated, language: str, catalogue: Catalogue) -> str:
+    if not message.multi:
+        numbers = [str(n) for n in range(1, len(message.choices) + 1)]
+        if len(numbers) > 4:  # "Reply 1, 2, 3, ... or 40" says nothing: give the range
+            numbers = [f"1-{len(numbers)}"]
+        conjunction = catalogue.text("sms_or", language)
+        return catalogue.text("sms_reply_one", language, numbers=_or_list(numbers, conjunction))
+    if message.ordered:
+        most = message.max_choices or len(message.choices)
+        hint = catalogue.text("sms_reply_ranked", language, max=most)
+    else:
+        hint = catalogue.text("sms_reply_many", language)
+        if message.max_choices is not None:
+            hint += catalogue.text("sms_up_to", language, max=message.max_choices)
+    if message.budget is not None:
+        hint += catalogue.text("sms_budget", language, budget=f"{message.budget:,}")
+    return hint
+
+
+def render_sms_text(message: MessageCreated, language: str, catalogue: Catalogue) -> str:
     """The whole SMS body for an engine message: text, numbered choices and how to reply."""
     if not message.choices:
         return to_gsm7_where_possible(message.text)
-    welsh = language == "cy"
-    lines = [message.text, ""]
-    for number, choice in enumerate(message.choices, start=1):
-        cost = f" ({choice.cost:,})" if choice.cost is not None else ""
-        lines.append(f"{number} {choice.label}{cost}")
-    numbers = [str(n) for n in range(1, len(message.choices) + 1)]
-    if message.multi:
-        hint = (
-            "Atebwch gyda rhifau eich dewisiadau, e.e. 1 3"
-            if welsh
-            else "Reply with the numbers of your choices, e.g. 1 3"
-        )
-        if message.max_choices is not None:
-            most = message.max_choices
-            hint += f" (hyd at {most})" if welsh else f" (up to {most})"
-        if message.budget is not None:
-            hint += f". Cyllideb: {message.budget:,}" if welsh else f". Budget: {message.budget:,}"
-        lines.append(hint)
-    else:
-        lines.append(
-            f"Atebwch {_or_list(numbers, 'neu')}" if welsh else f"Reply {_or_list(numbers, 'or')}"
-        )
+    lines = [message.text, "", *_choice_lines(message), _reply_hint(message, language, catalogue)]
     return to_gsm7_where_possible("\n".join(lines))
 
 
-def _more_suffix(language: str, page: int, pages: int) -> str:
-    if language == "cy":
-        return f"\n\n({page}/{pages}) Atebwch MWY am fwy"
-    return f"\n\n({page}/{pages}) Reply MORE for more"
+def render_sms_pages(
+    message: MessageCreated, language: str, max_segments: int, catalogue: Catalogue
+) -> list[str]:
+    """The SMS pages for an engine message, each at most ``max_segments`` segments.
+
+    A question with a long list of choices is split between choices: the question on the
+    first page, the numbers running on across pages (so "2 14 31" answers from any page),
+    and on every page but the last a footer with the budget and how to get more; the reply
+    hint ends the last page. Other long text is split between words (:func:`paginate`)."""
+    whole = render_sms_text(message, language, catalogue)
+    if segment_count(whole) <= max_segments or not message.choices:
+        return paginate(whole, max_segments, language, catalogue)
+    lines = [to_gsm7_where_possible(line) for line in _choice_lines(message)]
+    head = to_gsm7_where_possible(message.text)
+    hint = to_gsm7_where_possible(_reply_hint(message, language, catalogue))
+
+    def footer(page: int, pages: int) -> str:
+        parts = []
+        if message.budget is not None:
+            parts.append(catalogue.text("sms_list_budget", language, budget=f"{message.budget:,}"))
+        parts.append(catalogue.text("sms_list_more", language, page=page, pages=pages))
+        return to_gsm7_where_possible("\n".join(parts))
+
+    widest = footer(99, 99)
+    if segment_count(head + "\n\n" + lines[0] + "\n\n" + widest) > max_segments:
+        return paginate(whole, max_segments, language, catalogue)  # no room for a list
+    def fits(parts: list[str], end: str) -> bool:
+        return segment_count("\n".join(parts) + end) <= max_segments
+
+    done: list[list[str]] = []
+    page: list[str] = [head, ""]  # the question, a blank line, then choices
+    placed = 0  # choices on this page
+    for index, line in enumerate(lines):
+        if fits([*page, *lines[index:]], "\n" + hint):  # the rest fits on a last page
+            page.extend(lines[index:])
+            break
+        if placed and not fits([*page, line], "\n\n" + widest):
+            done.append(page)
+            page, placed = [], 0
+        page.append(line)
+        placed += 1
+    else:
+        if not fits(page, "\n" + hint):
+            done.append(page)
+            page = []
+    total = len(done) + 1
+    pages = [
+        "\n".join(body) + "\n\n" + footer(number, total)
+        for number, body in enumerate(done, start=1)
+    ]
+    pages.append("\n".join([*page, hint]))
+    return pages
 
 
-def paginate(text: str, max_segments: int, language: str = "en") -> list[str]:
+def _more_suffix(language: str, page: int, pages: int, catalogue: Catalogue) -> str:
+    return "\n\n" + catalogue.text("sms_more", language, page=page, pages=pages)
+
+
+def paginate(text: str, max_segments: int, language: str, catalogue: Catalogue) -> list[str]:
     """Split ``text`` into pages of at most ``max_segments`` segments each, breaking between
     words; every page but the last ends "Reply MORE". Short text comes back as one page."""
     if segment_count(text) <= max_segments:
         return [text]
-    reserve = _more_suffix(language, 99, 99)  # room for the widest page marker
+    reserve = _more_suffix(language, 99, 99, catalogue)  # room for the widest page marker
     # Lines stay whole (a choice is never split from its number) unless one is too long for a
     # page by itself; then it is broken between words.
     units: list[str] = []
@@ -150,7 +208,7 @@ def paginate(text: str, max_segments: int, language: str = "en") -> list[str]:
         bodies.append(current.rstrip())
     total = len(bodies)
     return [
-        body + _more_suffix(language, n, total) if n < total else body
+        body + _more_suffix(language, n, total, catalogue) if n < total else body
         for n, body in enumerate(bodies, start=1)
     ]
 

@@ -31,9 +31,10 @@ from twilio.rest import Client
 
 from channels.base import Content, InboundMessage
 from channels.errors import ChannelError, PermanentError, RecipientOptedOut, RetryableError
-from channels.render import render_sms
+from channels.render import SmsPaging, render_sms
 from channels.sms_text import DEFAULT_MAX_SEGMENTS
 from channels.text import clean_text
+from flows.catalogue import Catalogue
 from flows.events import MessageCreated
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ class InvalidWebhook(ValueError):
     """A signed webhook without the fields Twilio always sends."""
 
 
-class TwilioSmsChannel:
+class TwilioSmsChannel(SmsPaging):
     """The ``sms`` channel (the composition root builds it from settings)."""
 
     name = CHANNEL
@@ -152,6 +153,7 @@ class TwilioSmsChannel:
         account_sid: str,
         auth_token: str,
         public_url: str,
+        catalogue: Catalogue,
         from_number: str | None = None,
         messaging_service_sid: str | None = None,
         api_base: str = TWILIO_API_BASE,
@@ -163,6 +165,7 @@ class TwilioSmsChannel:
         if not (from_number or messaging_service_sid):
             raise ValueError("a from number or a messaging service SID is needed")
         self.rate_per_second = rate_per_second
+        self.catalogue = catalogue
         self.public_url = public_url.rstrip("/")
         self.from_number = from_number
         self.messaging_service_sid = messaging_service_sid
@@ -175,7 +178,7 @@ class TwilioSmsChannel:
     # ---- outbound ---------------------------------------------------------------------------
 
     def render(self, message: MessageCreated, language: str = "en") -> Content:
-        return render_sms(message, language, self.max_segments)
+        return render_sms(message, language, self.max_segments, self.catalogue)
 
     async def send(self, address: str, content: Content) -> str | None:
         sender: dict[str, str] = (

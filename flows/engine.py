@@ -8,9 +8,11 @@ the action and calls :meth:`Engine.step` again with an :class:`ActionResult`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
+
+from pydantic import ValidationError
 
 from flows.commands import LANGUAGE_NAMES, NO_WORDS, YES_WORDS, Command, normalise, parse_command
 from flows.events import (
@@ -28,13 +30,16 @@ from flows.events import (
     FlowStarted,
     Input,
     MessageCreated,
+    Notice,
     OptedIn,
     OptedOut,
+    SelectionChecked,
     Step,
     UserInput,
 )
 from flows.library import FlowLibrary
 from flows.model import (
+    MAX_OPTIONS_FROM_DATA,
     ActionNode,
     BranchNode,
     ChoiceNode,
@@ -48,7 +53,9 @@ from flows.model import (
 )
 
 MAX_TRANSITIONS = 100  # a flow that loops without waiting is cut off here
+MAX_OFFERS = 5  # flows offered to a busy person and kept until they take them up
 FORGET_QUESTION = "_:forget"
+ONBOARDING, MENU = "onboarding", "menu"
 CONTACT_FIELDS = frozenset({"language", "postcode", "ward_code", "consent"})
 
 _UK_POSTCODE = re.compile(
@@ -104,6 +111,55 @@ class Engine:
             self._handle_user(run, inp)
         return Step(state=run.state, contact=run.contact, events=tuple(run.events))
 
+    def start(
+        self,
+        state: ConversationState,
+        contact: ContactView,
+        flow_id: str,
+        now: datetime,
+        variables: dict[str, Any] | None = None,
+    ) -> Step:
+        """The system starts ``flow_id`` for this person (a reminder, an invitation, an alert),
+        with ``variables`` as its first flow variables.
+
+        Nobody is hijacked mid-question: someone waiting on a question (or on the FORGET
+        confirmation) is sent a short notice naming the flow's keyword instead, their
+        question stays open, and the flow (with these variables) starts when they send the
+        keyword. Someone idle, or whose last question timed out, starts the flow at once.
+        Nothing happens for a person who has opted out or not consented, or who is already
+        in this flow. Raises ``KeyError`` for an unknown flow."""
+        flow = self.library.flow(flow_id)
+        run = _Run(state=state, contact=contact, now=now)
+        if contact.opted_out or not contact.consented or state.flow_id == flow.id:
+            return Step(state=state, contact=contact, events=())
+        if self._busy(run):
+            offers = {k: v for k, v in state.offers.items() if k != flow.id}
+            offers[flow.id] = dict(variables or {})
+            offers = dict(list(offers.items())[-MAX_OFFERS:])
+            run.state = state.model_copy(update={"offers": offers})
+            keyword = self._pick(run, flow.keyword) if flow.keyword else flow.triggers[0]
+            run.emit(
+                MessageCreated(
+                    self._string(
+                        run, "flow_offer", title=self._pick(run, flow.title), keyword=keyword
+                    )
+                )
+            )
+        else:
+            if state.flow_id is not None:  # a question that timed out: close it first
+                run.emit(ConversationExpired(state.flow_id))
+                run.state = self._idle_state(run)
+            self._start(run, flow.id, variables or {})
+        return Step(state=run.state, contact=run.contact, events=tuple(run.events))
+
+    def _busy(self, run: _Run) -> bool:
+        state = run.state
+        if state.pending is not None:
+            return True
+        if state.flow_id is None or (state.expires_at is not None and run.now >= state.expires_at):
+            return False
+        return isinstance(self._current_node(run), ChoiceNode | MultiNode | InputNode)
+
     # ---- user input -------------------------------------------------------------------------
 
     def _handle_user(self, run: _Run, inp: UserInput) -> None:
@@ -126,44 +182,54 @@ class Engine:
             return
 
         if run.state.pending == "forget":
+            if inp.payload is not None and not inp.payload.startswith(FORGET_QUESTION + ":"):
+                run.emit(Notice(self._string(run, "question_closed"), closed=True))
+                return
             self._answer_forget(run, inp)
             return
 
         state = run.state
         if state.flow_id and state.expires_at is not None and run.now >= state.expires_at:
             run.emit(ConversationExpired(state.flow_id))
+            run.state = self._idle_state(run)
+            if inp.payload is not None:  # a tap on the expired question's buttons
+                run.emit(Notice(self._string(run, "question_closed"), closed=True))
+                return
             run.emit(MessageCreated(self._string(run, "expired")))
-            run.state = ConversationState()
-            self._start(run, "menu" if run.contact.consented else "onboarding")
-            return
-
-        if inp.payload is not None and inp.payload.startswith(FORGET_QUESTION + ":"):
-            run.emit(MessageCreated(self._string(run, "question_closed")))
+            self._start(run, MENU if run.contact.consented else ONBOARDING)
             return
 
         node = self._current_node(run)
-        trigger = self.library.trigger(normalise(inp.text)) if inp.payload is None else None
+        if inp.payload is not None:
+            if isinstance(node, ChoiceNode | MultiNode):
+                self._tap(run, node, inp)
+            else:
+                run.emit(Notice(self._string(run, "question_closed"), closed=True))
+            return
+        trigger = self.library.trigger(normalise(inp.text))
         if node is None:
             self._idle(run, inp)
         elif trigger is not None and run.contact.consented and trigger.id != run.state.flow_id:
-            self._start(run, trigger.id)  # a keyword starts its flow, even mid-question
+            self._start(run, self._welcome(run, trigger.id))  # a keyword works mid-question
         elif isinstance(node, ChoiceNode | MultiNode | InputNode):
             self._answer(run, node, inp)
         else:  # parked on an action that never resumed: start over rather than get stuck
-            run.state = ConversationState()
+            run.state = self._idle_state(run)
             self._idle(run, inp)
 
     def _idle(self, run: _Run, inp: UserInput) -> None:
-        if inp.payload is not None:
-            run.emit(MessageCreated(self._string(run, "question_closed")))
-            return
         flow = self.library.trigger(normalise(inp.text))
         if not run.contact.consented:
-            self._start(run, "onboarding")
+            self._start(run, ONBOARDING)
         elif flow is not None:
-            self._start(run, flow.id)
+            self._start(run, self._welcome(run, flow.id))
         else:
             run.emit(MessageCreated(self._string(run, "not_understood")))
+
+    def _welcome(self, run: _Run, flow_id: str) -> str:
+        """HI or JOIN from someone who has already joined opens the menu, not onboarding
+        (which would ask for consent again)."""
+        return MENU if flow_id == ONBOARDING and run.contact.consented else flow_id
 
     def _command(self, run: _Run, command: Command, argument: str) -> None:
         if command is Command.STOP:
@@ -172,12 +238,12 @@ class Engine:
             run.emit(MessageCreated(self._string(run, "stop_confirm"), ignore_opt_out=True))
             run.state = ConversationState()
         elif command is Command.START:
-            self._start(run, "menu" if run.contact.consented else "onboarding")
+            self._start(run, MENU if run.contact.consented else ONBOARDING)
         elif command is Command.HELP:
             run.emit(MessageCreated(self._string(run, "help")))
             self._reprompt(run)
         elif command is Command.MENU:
-            self._start(run, "menu" if run.contact.consented else "onboarding")
+            self._start(run, MENU if run.contact.consented else ONBOARDING)
         elif command is Command.LANG:
             language = LANGUAGE_NAMES.get(argument)
             if language is None:
@@ -192,8 +258,8 @@ class Engine:
                 MessageCreated(
                     self._string(run, "forget_ask"),
                     choices=(
-                        Choice("yes", self._pick(run, {"en": "Yes, erase", "cy": "Ie, dileu"})),
-                        Choice("no", self._pick(run, {"en": "No, keep", "cy": "Na, cadw"})),
+                        Choice("yes", self._string(run, "forget_yes")),
+                        Choice("no", self._string(run, "forget_no")),
                     ),
                     question=FORGET_QUESTION,
                 )
@@ -204,14 +270,16 @@ class Engine:
         run.contact = run.contact.with_field("opted_out", False)
         run.emit(MessageCreated(self._string(run, "start_confirm")))
         if not run.contact.consented:
-            self._start(run, "onboarding")
+            self._start(run, ONBOARDING)
 
     def _answer_forget(self, run: _Run, inp: UserInput) -> None:
         word = normalise(inp.text)
         if inp.payload is not None:
+            run.emit(Notice())
             word = "YES" if inp.payload == f"{FORGET_QUESTION}:yes" else "NO"
         run.state = run.state.model_copy(update={"pending": None})
-        if word in YES_WORDS or word in ("1", "YES, ERASE", "IE, DILEU"):
+        yes_labels = {t.upper() for t in self.library.catalogue.all("forget_yes").values()}
+        if word in YES_WORDS or word == "1" or word in yes_labels:
             run.emit(ContactErased())
             run.contact = ContactView(language=run.contact.language)
             run.emit(MessageCreated(self._string(run, "forget_done")))
@@ -224,25 +292,49 @@ class Engine:
 
     # ---- answering a waiting node -----------------------------------------------------------
 
-    def _answer(self, run: _Run, node: ChoiceNode | MultiNode | InputNode, inp: UserInput) -> None:
-        flow = self._flow(run)
-        node_id = run.state.node_id
-        assert node_id is not None
-        question = f"{flow.id}:{node_id}"
-        if inp.payload is not None and not inp.payload.startswith(question + ":"):
-            run.emit(MessageCreated(self._string(run, "question_closed")))
+    def _tap(self, run: _Run, node: ChoiceNode | MultiNode, inp: UserInput) -> None:
+        """A tapped button: an answer (a single choice, or Done on a pick-several question),
+        or with ``check_only`` a selection still being made. Problems are answered as a
+        :class:`Notice` beside the buttons; the question stays as it was."""
+        assert inp.payload is not None
+        question = self._question_id(run)
+        if not inp.payload.startswith(question + ":"):
+            run.emit(Notice(self._string(run, "question_closed"), closed=True))
             return
-        payload = inp.payload[len(question) + 1 :] if inp.payload is not None else None
-
+        answer = inp.payload[len(question) + 1 :]
+        options = self._options(run, node)
+        by_id = {o.id: o for o in options}
+        ids = [i for i in answer.split(",") if i]
+        if any(i not in by_id for i in ids) or (isinstance(node, ChoiceNode) and len(ids) != 1):
+            run.emit(Notice(self._string(run, "question_closed"), closed=True))
+            return
+        chosen = list({i: by_id[i] for i in ids}.values())
         if isinstance(node, ChoiceNode):
-            option = self._match_option(run, node.options, payload or inp.text)
+            run.emit(Notice())
+            self._save(run, node.save_as, chosen[0].saved_value)
+            self._goto(run, chosen[0].next or node.next)
+            return
+        problem = self._selection_problem(run, node, chosen, final=not inp.check_only)
+        if inp.check_only:
+            run.emit(SelectionChecked(question, tuple(o.id for o in chosen), problem))
+            return
+        if problem is not None:
+            run.emit(Notice(problem))
+            return
+        run.emit(Notice())
+        self._save(run, node.save_as, [o.saved_value for o in chosen])
+        self._goto(run, node.next)
+
+    def _answer(self, run: _Run, node: ChoiceNode | MultiNode | InputNode, inp: UserInput) -> None:
+        if isinstance(node, ChoiceNode):
+            option = self._match_option(run, self._options(run, node), inp.text)
             if option is None:
                 self._reprompt(run, self._string(run, "choice_error"))
                 return
             self._save(run, node.save_as, option.saved_value)
             self._goto(run, option.next or node.next)
         elif isinstance(node, MultiNode):
-            chosen, error = self._match_many(run, node, payload, inp.text)
+            chosen, error = self._match_many(run, node, inp.text)
             if error is not None:
                 self._reprompt(run, error)
                 return
@@ -276,29 +368,24 @@ class Engine:
         return None
 
     def _match_many(
-        self, run: _Run, node: MultiNode, payload: str | None, text: str
+        self, run: _Run, node: MultiNode, text: str
     ) -> tuple[list[Option], str | None]:
-        by_id = {o.id: o for o in node.options}
+        options = self._options(run, node)
         chosen: list[Option] = []
-        if payload is not None:
-            ids = [p for p in payload.split(",") if p]
-            if any(i not in by_id for i in ids):
-                return [], self._string(run, "choice_error")
-            chosen = [by_id[i] for i in ids]
-        elif (whole := self._match_option(run, node.options, text)) is not None and not (
+        if (whole := self._match_option(run, options, text)) is not None and not (
             _NUMBER.fullmatch(text.strip())
         ):
             chosen = [whole]  # a label that itself contains "and" or a comma
         else:
             pieces: list[str] = []
             for piece in (p for p in _MULTI_SPLIT.split(text.strip()) if p):
-                whole = self._match_option(run, node.options, piece)
+                whole = self._match_option(run, options, piece)
                 if whole is None or piece.strip().isdigit():
                     pieces.extend(p for p in _WELSH_AND.split(piece) if p)
                 else:
                     pieces.append(piece)
             for piece in pieces:
-                option = self._match_option(run, node.options, piece)
+                option = self._match_option(run, options, piece)
                 if option is not None and not _NUMBER.fullmatch(piece.strip()):
                     chosen.append(option)
                     continue
@@ -306,24 +393,76 @@ class Engine:
                 if tokens and all(_NUMBER.fullmatch(t) for t in tokens):
                     for token in tokens:
                         index = int(token) - 1
-                        if not 0 <= index < len(node.options):
-                            item = token
-                            return [], self._string(run, "multi_error_unknown", item=item)
-                        chosen.append(node.options[index])
+                        if not 0 <= index < len(options):
+                            return [], self._string(
+                                run, "multi_error_range", item=token, count=len(options)
+                            )
+                        chosen.append(options[index])
                     continue
                 return [], self._string(run, "multi_error_unknown", item=piece[:40])
         unique = list({o.id: o for o in chosen}.values())
-        if len(unique) < node.min:
-            return [], self._string(run, "multi_error_min", min=node.min)
-        if node.max is not None and len(unique) > node.max:
-            return [], self._string(run, "multi_error_max", max=node.max)
-        if node.budget is not None:
-            total = sum(o.cost or 0 for o in unique)
-            if total > node.budget:
-                return [], self._string(
-                    run, "multi_error_budget", total=f"{total:,}", budget=f"{node.budget:,}"
+        return unique, self._selection_problem(run, node, unique, final=True)
+
+    def _selection_problem(
+        self, run: _Run, node: MultiNode, chosen: list[Option], *, final: bool
+    ) -> str | None:
+        """Why a pick-several selection can't stand (too many, over budget; and when it is
+        the final answer, too few), or None. The one place these rules live: typed answers
+        and every tap on every channel are checked here."""
+        low, high, budget = self._limits(run, node)
+        if high is not None and len(chosen) > high:
+            return self._string(run, "multi_error_max", max=high)
+        if budget is not None:
+            total = sum(o.cost or 0 for o in chosen)
+            if total > budget:
+                return self._string(
+                    run,
+                    "multi_error_budget",
+                    total=f"{total:,}",
+                    budget=f"{budget:,}",
+                    over=f"{total - budget:,}",
                 )
-        return unique, None
+        if final and len(chosen) < low:
+            return self._string(run, "multi_error_min", min=low)
+        return None
+
+    def _limits(self, run: _Run, node: MultiNode) -> tuple[int, int | None, int | None]:
+        """A pick-several question's min, max and budget, read from flow variables where
+        the node names one."""
+        low = self._number(run, node.min)
+        return (
+            0 if low is None else low,
+            self._number(run, node.max),
+            self._number(run, node.budget),
+        )
+
+    def _number(self, run: _Run, value: int | str | None) -> int | None:
+        if value is None or isinstance(value, int):
+            return value
+        found = run.state.vars.get(value.removeprefix("vars."))
+        if isinstance(found, bool) or not isinstance(found, int | float):
+            return None
+        return int(found)
+
+    def _options(self, run: _Run, node: ChoiceNode | MultiNode) -> list[Option]:
+        """A question's options: written in the flow, or built from a flow variable that an
+        action filled (``options_from``); items that are not valid options are left out."""
+        if node.options_from is None:
+            return node.options
+        raw = run.state.vars.get(node.options_from.removeprefix("vars."))
+        if not isinstance(raw, list):
+            return []
+        options: list[Option] = []
+        seen: set[str] = set()
+        for item in raw[:MAX_OPTIONS_FROM_DATA]:
+            try:
+                option = Option.model_validate(item)
+            except ValidationError:
+                continue
+            if option.id not in seen and option.next is None:
+                seen.add(option.id)
+                options.append(option)
+        return options
 
     def _validate_input(self, run: _Run, node: InputNode, text: str) -> tuple[Any, str | None]:
         rule = node.validate_as
@@ -369,7 +508,9 @@ class Engine:
         flow_id, node_id = run.state.flow_id, run.state.node_id
         assert flow_id is not None and node_id is not None
         run.state = run.state.model_copy(update={"vars": {**run.state.vars, key: value}})
-        run.emit(AnswerRecorded(flow_id, node_id, key, value))
+        node = self._current_node(run)
+        personal = isinstance(node, InputNode) and node.personal
+        run.emit(AnswerRecorded(flow_id, node_id, key, value, personal))
 
     def _set_contact(self, run: _Run, name: str, value: Any) -> None:
         if name not in CONTACT_FIELDS:
@@ -396,18 +537,31 @@ class Engine:
             run.emit(MessageCreated(self._string(run, "action_failed")))
         self._goto(run, target)
 
-    def _start(self, run: _Run, flow_id: str) -> None:
+    def _start(self, run: _Run, flow_id: str, variables: dict[str, Any] | None = None) -> None:
+        """Start ``flow_id``; without ``variables``, with those of an offer the system made
+        for it (see :meth:`start`), if any."""
         flow = self.library.flow(flow_id)
+        offers = dict(run.state.offers)
+        offered = offers.pop(flow.id, {})
         run.emit(FlowStarted(flow.id))
-        run.state = ConversationState(flow_id=flow.id, node_id=flow.start)
+        run.state = ConversationState(
+            flow_id=flow.id,
+            node_id=flow.start,
+            vars=dict(offered if variables is None else variables),
+            offers=offers,
+        )
         self._run_from_current(run)
+
+    def _idle_state(self, run: _Run) -> ConversationState:
+        """No flow, but the offers still open."""
+        return ConversationState(offers=run.state.offers)
 
     def _goto(self, run: _Run, target: str | None) -> None:
         flow_id = run.state.flow_id
         assert flow_id is not None
         if target is None:
             run.emit(FlowEnded(flow_id))
-            run.state = ConversationState()
+            run.state = self._idle_state(run)
         elif target.startswith("flow:"):
             run.emit(FlowEnded(flow_id))
             self._start(run, target.removeprefix("flow:"))
@@ -425,6 +579,12 @@ class Engine:
                 run.emit(MessageCreated(self._pick(run, node.text)))
                 target = node.next
             elif isinstance(node, ChoiceNode | MultiNode | InputNode):
+                if not isinstance(node, InputNode) and not self._options(run, node):
+                    # a list built from data that came back empty: say so, don't ask
+                    run.emit(MessageCreated(self._string(run, "options_unavailable")))
+                    run.emit(FlowEnded(flow.id))
+                    run.state = self._idle_state(run)
+                    return
                 run.state = run.state.model_copy(
                     update={"expires_at": run.now + self.timeout}
                 )
@@ -445,16 +605,22 @@ class Engine:
                 target = None
             if target is None:
                 run.emit(FlowEnded(flow.id))
-                run.state = ConversationState()
+                run.state = self._idle_state(run)
                 return
             if target.startswith("flow:"):
                 run.emit(FlowEnded(flow.id))
                 next_flow = self.library.flow(target.removeprefix("flow:"))
                 run.emit(FlowStarted(next_flow.id))
-                run.state = ConversationState(flow_id=next_flow.id, node_id=next_flow.start)
+                offers = {k: v for k, v in run.state.offers.items() if k != next_flow.id}
+                run.state = ConversationState(
+                    flow_id=next_flow.id,
+                    node_id=next_flow.start,
+                    vars=run.state.offers.get(next_flow.id, {}),
+                    offers=offers,
+                )
             else:
                 run.state = run.state.model_copy(update={"node_id": target})
-        run.state = ConversationState()  # MAX_TRANSITIONS without waiting: a looping flow
+        run.state = self._idle_state(run)  # MAX_TRANSITIONS without waiting: a looping flow
 
     def _reprompt(self, run: _Run, error: str | None = None) -> None:
         node = self._current_node(run)
@@ -462,15 +628,7 @@ class Engine:
             assert run.state.node_id is not None
             question = self._question(run, self._flow(run), run.state.node_id, node)
             if error:
-                question = MessageCreated(
-                    f"{error}\n\n{question.text}",
-                    choices=question.choices,
-                    multi=question.multi,
-                    min_choices=question.min_choices,
-                    max_choices=question.max_choices,
-                    budget=question.budget,
-                    question=question.question,
-                )
+                question = replace(question, text=f"{error}\n\n{question.text}")
             run.emit(question)
         elif error:
             run.emit(MessageCreated(error))
@@ -481,18 +639,25 @@ class Engine:
         text = self._pick(run, node.text)
         if isinstance(node, InputNode):
             return MessageCreated(text)
-        choices = tuple(Choice(o.id, self._pick(run, o.text), o.cost) for o in node.options)
+        choices = tuple(
+            Choice(o.id, self._pick(run, o.text), o.cost) for o in self._options(run, node)
+        )
         if isinstance(node, MultiNode):
+            low, high, budget = self._limits(run, node)
             return MessageCreated(
                 text,
                 choices=choices,
                 multi=True,
-                min_choices=node.min,
-                max_choices=node.max,
-                budget=node.budget,
+                min_choices=low,
+                max_choices=high,
+                budget=budget,
+                ordered=node.ordered,
                 question=f"{flow.id}:{node_id}",
             )
         return MessageCreated(text, choices=choices, question=f"{flow.id}:{node_id}")
+
+    def _question_id(self, run: _Run) -> str:
+        return f"{run.state.flow_id}:{run.state.node_id}"
 
     # ---- helpers ----------------------------------------------------------------------------
 
@@ -506,11 +671,11 @@ class Engine:
             return None
         flow = self.library.flows.get(state.flow_id)
         if flow is None:  # a flow was removed since this conversation started
-            run.state = ConversationState()
+            run.state = self._idle_state(run)
             return None
         node = flow.nodes.get(state.node_id)
         if node is None:
-            run.state = ConversationState()
+            run.state = self._idle_state(run)
         return node
 
     def _lookup(self, run: _Run, path: str) -> Any:
@@ -535,12 +700,7 @@ class Engine:
             return template
 
     def _string(self, run: _Run, key: str, **values: Any) -> str:
-        text = self.library.strings.get(key, {"en": key})
-        template = text.get(run.contact.language) or text["en"]
-        try:
-            return template.format(**values)
-        except (KeyError, IndexError, ValueError):
-            return template
+        return self.library.catalogue.text(key, run.contact.language, **values)
 
 
 

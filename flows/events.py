@@ -35,6 +35,9 @@ class ConversationState(BaseModel):
     vars: dict[str, Any] = Field(default_factory=dict)
     expires_at: datetime | None = None
     pending: str | None = None  # a global command awaiting confirmation ("forget")
+    # Flows the system offered while this person was busy with another question (see
+    # Engine.start): flow id -> the variables to start it with when they send its keyword.
+    offers: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 # ---- inputs ---------------------------------------------------------------------------------
@@ -42,10 +45,14 @@ class ConversationState(BaseModel):
 
 @dataclass(frozen=True)
 class UserInput:
-    """A message from the person. ``payload`` is a button's data (``flow:node:option``)."""
+    """A message from the person. ``payload`` is a tapped button's answer,
+    ``<flow>:<node>:<option id>[,<option id>...]``. ``check_only`` marks a tap that only
+    changes a pick-several selection on screen (a toggle, a page turn): the engine checks
+    the selection so far and answers with :class:`SelectionChecked`, nothing more."""
 
     text: str
     payload: str | None = None
+    check_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,8 +87,29 @@ class MessageCreated:
     min_choices: int = 1
     max_choices: int | None = None
     budget: int | None = None
+    ordered: bool = False  # the answer is a ranking: the order of the picks matters
     question: str | None = None  # "flow:node" the choices answer (buttons carry it)
     ignore_opt_out: bool = False  # the STOP confirmation still goes out
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A short answer to a tap, shown beside the buttons rather than as a new message (a
+    Telegram callback answer): "That question has closed", or why a selection can't stand.
+    Empty text just acknowledges the tap."""
+
+    text: str = ""
+    closed: bool = False  # the tap was on a question that is no longer waiting
+
+
+@dataclass(frozen=True)
+class SelectionChecked:
+    """A pick-several selection in progress was checked (see ``UserInput.check_only``).
+    ``problem`` is the reason it can't stand, or None: then the keyboard may show it."""
+
+    question: str
+    option_ids: tuple[str, ...]
+    problem: str | None
 
 
 @dataclass(frozen=True)
@@ -90,6 +118,7 @@ class AnswerRecorded:
     node_id: str
     key: str
     value: Any
+    personal: bool = False  # FORGET deletes it rather than keeping it detached
 
 
 @dataclass(frozen=True)
@@ -138,6 +167,8 @@ class ConversationExpired:
 
 Event = (
     MessageCreated
+    | Notice
+    | SelectionChecked
     | AnswerRecorded
     | ContactUpdated
     | OptedOut

@@ -1,4 +1,5 @@
-"""Loading flows and system strings from YAML, validated, with cross-flow references checked."""
+"""Loading flows from YAML, validated, with cross-flow references checked, together with the
+text catalogue (:mod:`flows.catalogue`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from flows.model import ActionNode, Flow, LocalText
+from flows.catalogue import OVERRIDE_NAME, Catalogue, CatalogueError, load_catalogue
+from flows.model import ActionNode, Flow
 
 BUILTIN_DIR = Path(__file__).parent / "library"
 REQUIRED_FLOWS = ("onboarding", "menu", "language")
@@ -23,7 +25,7 @@ class FlowError(Exception):
 @dataclass(frozen=True)
 class FlowLibrary:
     flows: Mapping[str, Flow]
-    strings: Mapping[str, LocalText]
+    catalogue: Catalogue
 
     def flow(self, flow_id: str) -> Flow:
         return self.flows[flow_id]
@@ -53,16 +55,19 @@ def _read_yaml(path: Path) -> Any:
 def load_library(
     directories: Iterable[Path] = (BUILTIN_DIR,), known_actions: Iterable[str] | None = None
 ) -> FlowLibrary:
-    """Load every ``*.yaml`` flow (and ``strings.yaml``) from the directories, in order; a later
-    directory may replace a flow by id."""
+    """Load every ``*.yaml`` flow from the directories, in order; a later directory may replace
+    a flow by id. A ``catalogue.yaml`` in a directory replaces catalogue texts."""
+    directories = list(directories)
     flows: dict[str, Flow] = {}
-    strings: dict[str, LocalText] = {}
+    try:
+        catalogue = load_catalogue(d for d in directories if d != BUILTIN_DIR)
+    except CatalogueError as exc:
+        raise FlowError(str(exc)) from None
     for directory in directories:
         for path in sorted(directory.glob("*.yaml")):
-            data = _read_yaml(path)
-            if path.name == "strings.yaml":
-                strings.update(data or {})
+            if path.name == OVERRIDE_NAME:
                 continue
+            data = _read_yaml(path)
             try:
                 flow = Flow.model_validate(data)
             except ValidationError as exc:
@@ -77,7 +82,7 @@ def load_library(
     for required in REQUIRED_FLOWS:
         if required not in flows:
             raise FlowError(f"the {required!r} flow is missing")
-    library = FlowLibrary(flows=flows, strings=strings)
+    library = FlowLibrary(flows=flows, catalogue=catalogue)
     if known_actions is not None:
         unknown = library.actions() - set(known_actions)
         if unknown:

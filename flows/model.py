@@ -69,30 +69,59 @@ class MessageNode(_Node):
     next: str | None = None
 
 
+VAR_REF = r"^vars\.[a-z_][a-z0-9_]{0,63}$"
+MAX_OPTIONS_FROM_DATA = 120  # a Telegram selection mask must fit its 64-byte button data
+
+
+def _options_given(node: ChoiceNode | MultiNode) -> None:
+    if bool(node.options) == (node.options_from is not None):
+        raise ValueError("give either options or options_from (a flow variable), not both")
+
+
 class ChoiceNode(_Node):
+    """Pick one option. ``options_from: vars.<name>`` takes the options from a flow variable
+    an action filled (a list of ``{id, text, cost?, value?}``); such lists may be long, and
+    channels page them."""
+
     type: Literal["choice"]
     text: LocalText
-    options: list[Option] = Field(min_length=1, max_length=12)
+    options: list[Option] = Field(default_factory=list, max_length=12)
+    options_from: str | None = Field(default=None, pattern=VAR_REF)
     save_as: str | None = None
     next: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ChoiceNode:
+        _options_given(self)
+        return self
 
 
 class MultiNode(_Node):
     """Pick several options: between ``min`` and ``max`` of them, and if ``budget`` is set, with
-    option costs adding up to no more than it (participatory budgeting)."""
+    option costs adding up to no more than it (participatory budgeting). ``ordered`` keeps the
+    order the person gave (a ranking, most important first). ``min``, ``max`` and ``budget``
+    may name a flow variable (``vars.<name>``) instead of a number; options may come from one
+    (``options_from``, as for :class:`ChoiceNode`)."""
 
     type: Literal["multi"]
     text: LocalText
-    options: list[Option] = Field(min_length=1, max_length=30)
-    min: int = Field(default=1, ge=0)
-    max: int | None = Field(default=None, ge=1)
-    budget: int | None = Field(default=None, ge=0)
+    options: list[Option] = Field(default_factory=list, max_length=30)
+    options_from: str | None = Field(default=None, pattern=VAR_REF)
+    min: int | Annotated[str, Field(pattern=VAR_REF)] = 1
+    max: int | Annotated[str, Field(pattern=VAR_REF)] | None = None
+    budget: int | Annotated[str, Field(pattern=VAR_REF)] | None = None
+    ordered: bool = False
     save_as: str | None = None
     next: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> MultiNode:
-        if self.max is not None and self.max < self.min:
+        _options_given(self)
+        for name in ("min", "max", "budget"):
+            value = getattr(self, name)
+            if isinstance(value, int) and value < (1 if name == "max" else 0):
+                raise ValueError(f"{name} must be at least {1 if name == 'max' else 0}")
+        if isinstance(self.max, int) and isinstance(self.min, int) and self.max < self.min:
             raise ValueError("max must be at least min")
         if self.budget is not None and any(o.cost is None for o in self.options):
             raise ValueError("every option needs a cost when the question has a budget")
@@ -118,10 +147,14 @@ class Validation(BaseModel):
 
 
 class InputNode(_Node):
+    """Free input, validated. ``personal: true`` marks an answer that is personal in itself
+    (free text, a date of birth): FORGET deletes it instead of keeping it detached."""
+
     type: Literal["input"]
     text: LocalText
     validate_as: Validation = Field(default_factory=Validation, alias="validate")
     error: LocalText | None = None
+    personal: bool = False
     save_as: str | None = None
     next: str | None = None
 
@@ -163,10 +196,15 @@ class Flow(BaseModel):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
     title: LocalText
     triggers: list[str] = Field(default_factory=list)
+    # The word to suggest in each language when the system offers this flow to someone who
+    # is in the middle of another question (``VOTE`` / ``PLEIDLAIS``); one of the triggers.
+    keyword: LocalText | None = None
     start: str
     nodes: dict[str, Node]
 
-    _coerce = field_validator("title", mode="before")(lambda cls, v: _local_text(v))
+    _coerce = field_validator("title", "keyword", mode="before")(
+        lambda cls, v: _local_text(v)
+    )
 
     @field_validator("triggers")
     @classmethod
@@ -175,6 +213,9 @@ class Flow(BaseModel):
 
     @model_validator(mode="after")
     def _check_references(self) -> Flow:
+        for word in (self.keyword or {}).values():
+            if word.strip().upper() not in self.triggers:
+                raise ValueError(f"keyword {word!r} is not one of the triggers")
         if self.start not in self.nodes:
             raise ValueError(f"start node {self.start!r} is not defined")
         for node_id, node in self.nodes.items():

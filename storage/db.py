@@ -32,10 +32,13 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, hide_parameters=True, **kwargs
+        )
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, **kwargs)
+    # hide_parameters: an error's message never carries what people wrote or their numbers
+    return create_async_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -10,8 +10,9 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col
 
+from storage.erasure import ERASED_AT, Rule, Via, not_personal, register, table_of
 from storage.types import UTCDateTime
 
 
@@ -155,7 +156,8 @@ class HeldDeliveryReport(SQLModel, table=True):
 
 
 class Answer(SQLModel, table=True):
-    """An answer given in a flow. FORGET detaches it from the contact but keeps it counted."""
+    """An answer given in a flow. FORGET detaches it from the contact but keeps it counted,
+    or deletes it when it is ``personal``."""
 
     __tablename__ = "answers"
 
@@ -165,6 +167,9 @@ class Answer(SQLModel, table=True):
     node_id: str = Field(max_length=64)
     key: str = Field(max_length=64)
     value: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # Personal in itself (free text, a date of birth): FORGET deletes it rather than
+    # detaching it (flows mark such questions ``personal: true``).
+    personal: bool = Field(default=False)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
@@ -193,43 +198,48 @@ class TelegramGroup(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
-class TelegramPoll(SQLModel, table=True):
-    """A native, non-anonymous poll sent to a group. ``closes_at`` is the deadline the scheduler
-    acts on, so a restart loses nothing; ``result`` is the count posted when it closed."""
-
-    __tablename__ = "telegram_polls"
-
-    id: int | None = Field(default=None, primary_key=True)
-    chat_id: str = Field(foreign_key="telegram_groups.chat_id", index=True, max_length=32)
-    question: str = Field(max_length=300)
-    options: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    multiple: bool = Field(default=False)
-    telegram_poll_id: str | None = Field(default=None, max_length=64, unique=True)
-    message_id: int | None = None
-    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
-    closes_at: datetime | None = _ts(index=True)
-    closed_at: datetime | None = _ts()
-    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
-
-
-class TelegramPollAnswer(SQLModel, table=True):
-    """A person's current answer to a poll: one row per person, so each counts once. A
-    retraction empties ``option_ids``; every update also stays in ``inbound_messages``.
-
-    ``voter_key`` (a keyed hash of poll and Telegram user, see ``TelegramUpdates``) finds the
-    row again after FORGET has detached it from the contact, so a later change or retraction
-    replaces the vote instead of adding a second one. It is cleared when the poll closes.
-    """
-
-    __tablename__ = "telegram_poll_answers"
-    __table_args__ = (
-        UniqueConstraint("poll_id", "contact_id", name="uq_poll_answer_contact"),
-        UniqueConstraint("poll_id", "voter_key", name="uq_poll_answer_voter_key"),
+# ---- what FORGET does to these tables (storage/erasure.py) -------------------------------------
+# Messages are deleted outright: their text, their addresses and provider ids (a Twilio SID or
+# a Telegram chat:message id leads back to the person), and even their times would link what
+# is kept to the person. Answers stay counted, detached, unless they are personal in
+# themselves. The contact row stays, blank, so that ids in the audit log stay meaningless.
+register(Rule(table_of(OutboundMessage), delete=True, order=10))
+register(Rule(table_of(InboundMessage), delete=True, order=20))
+register(
+    Rule(
+        table_of(Answer),
+        delete=True,
+        delete_where=col(Answer.personal).is_(True),
+        blank={"contact_id": None},
+        keeps={"value": "an answer that is not personal in itself stays counted, detached"},
     )
-
-    id: int | None = Field(default=None, primary_key=True)
-    poll_id: int = Field(foreign_key="telegram_polls.id", index=True)
-    contact_id: int | None = Field(default=None, foreign_key="contacts.id", index=True)
-    option_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    voter_key: str | None = Field(default=None, max_length=64)
-    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+)
+register(
+    Rule(
+        table_of(Conversation),
+        via=Via("identity_id", table_of(ChannelIdentity)),
+        delete=True,
+        order=60,
+    )
+)
+register(Rule(table_of(ChannelIdentity), delete=True, order=70))
+register(
+    Rule(
+        table_of(Contact),
+        link="id",
+        blank={
+            "language": "en",
+            "postcode": None,
+            "ward_code": None,
+            "consent_at": None,
+            "opted_out_at": None,
+            "erased_at": ERASED_AT,
+        },
+        order=99,
+    )
+)
+not_personal(
+    table_of(HeldDeliveryReport),
+    "a delivery report waiting for its send to be recorded names no contact; it is applied "
+    "(and deleted) within seconds, and purged after a day if nothing matches",
+)

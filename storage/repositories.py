@@ -13,8 +13,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from storage import erasure, schema
 from storage.models import (
-    Answer,
     AuditLog,
     ChannelIdentity,
     Contact,
@@ -25,9 +25,10 @@ from storage.models import (
     OutboxStatus,
     PostcodeWard,
     Priority,
-    TelegramPollAnswer,
     Ward,
 )
+
+assert schema.TABLE_MODULES  # every table's erasure rule is registered before erase() runs
 
 
 def dialect(session: AsyncSession) -> str:
@@ -109,6 +110,24 @@ async def lock_identity(
     return identity, contact_row
 
 
+async def lock_existing_identity(
+    session: AsyncSession, *, channel: str, address: str
+) -> tuple[ChannelIdentity, Contact] | None:
+    """Like :func:`lock_identity` for an address we already know; None for one we don't."""
+    query = (
+        select(ChannelIdentity)
+        .where(col(ChannelIdentity.channel) == channel, col(ChannelIdentity.address) == address)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    identity = (await session.execute(query)).scalar_one_or_none()
+    if identity is None:
+        return None
+    contact = await session.get(Contact, identity.contact_id, populate_existing=True)
+    assert contact is not None
+    return identity, contact
+
+
 async def find_identity(
     session: AsyncSession, *, channel: str, address: str
 ) -> ChannelIdentity | None:
@@ -119,47 +138,10 @@ async def find_identity(
 
 
 async def erase_contact(session: AsyncSession, *, contact_id: int, now: datetime) -> None:
-    """FORGET: remove personal data; anonymous aggregates (answers, counted votes) stay,
-    detached from the person. Inbound rows keep only their provider id (for dedupe)."""
-    await session.execute(
-        update(Answer).where(col(Answer.contact_id) == contact_id).values(contact_id=None)
-    )
-    await session.execute(  # group poll votes stay counted, detached from the person
-        update(TelegramPollAnswer)
-        .where(col(TelegramPollAnswer.contact_id) == contact_id)
-        .values(contact_id=None)
-    )
-    await session.execute(
-        update(InboundMessage)
-        .where(col(InboundMessage.contact_id) == contact_id)
-        .values(contact_id=None, address=None, text=None, raw=None)
-    )
-    await session.execute(
-        update(OutboundMessage)
-        .where(col(OutboundMessage.contact_id) == contact_id)
-        .values(contact_id=None, address=None, content={}, error=None)
-    )
-    identity_ids = select(col(ChannelIdentity.id)).where(
-        col(ChannelIdentity.contact_id) == contact_id
-    )
-    await session.execute(
-        delete(Conversation).where(col(Conversation.identity_id).in_(identity_ids))
-    )
-    await session.execute(
-        delete(ChannelIdentity).where(col(ChannelIdentity.contact_id) == contact_id)
-    )
-    await session.execute(
-        update(Contact)
-        .where(col(Contact.id) == contact_id)
-        .values(
-            language="en",
-            postcode=None,
-            ward_code=None,
-            consent_at=None,
-            opted_out_at=None,
-            erased_at=now,
-        )
-    )
+    """FORGET: apply every table's erasure rule (:mod:`storage.erasure`): messages deleted,
+    answers detached (personal ones deleted), identities and conversations deleted, the
+    contact row blanked."""
+    await erasure.erase(session, contact_id=contact_id, now=now)
 
 
 # ---- conversations ----------------------------------------------------------------------------
@@ -269,6 +251,17 @@ async def claim_due(
         row.updated_at = now
     await session.flush()
     return rows
+
+
+async def sent_content(
+    session: AsyncSession, *, channel: str, provider_id: str
+) -> dict[str, Any] | None:
+    """The content of the outbox row that was sent as ``provider_id``."""
+    query = select(col(OutboundMessage.content)).where(
+        col(OutboundMessage.channel) == channel, col(OutboundMessage.provider_id) == provider_id
+    )
+    content = (await session.execute(query)).scalars().first()
+    return dict(content) if content else None
 
 
 async def audit(
@@ -457,6 +450,38 @@ async def paged_outbound(
     )
     rows = (await session.execute(batch)).scalars()
     return next((row for row in rows if row.content.get("more")), None)
+
+
+KEYBOARD_LOOKBACK = 20  # how many recent messages "the latest keyboard" is looked for among
+
+
+async def keyboard_message(
+    session: AsyncSession, *, channel: str, contact_id: int, reference: str | None
+) -> OutboundMessage | None:
+    """The message a tapped button was on, if it was sent to this contact on this channel:
+    by provider id (Telegram ``<chat>:<message>``), by ``out:<outbox id>`` (the simulator),
+    or with no reference the latest message with a keyboard. Locked for the transaction, as a
+    toggle may redraw it."""
+    query = (
+        select(OutboundMessage)
+        .where(
+            col(OutboundMessage.channel) == channel,
+            col(OutboundMessage.contact_id) == contact_id,
+        )
+        .with_for_update()
+    )
+    if reference is None:
+        recent = query.order_by(col(OutboundMessage.id).desc()).limit(KEYBOARD_LOOKBACK)
+        rows = (await session.execute(recent)).scalars()
+        return next((row for row in rows if row.content.get("keyboard")), None)
+    if reference.startswith("out:"):
+        number = reference.removeprefix("out:")
+        if not number.isascii() or not number.isdigit() or len(number) > 18:
+            return None
+        query = query.where(col(OutboundMessage.id) == int(number))
+    else:
+        query = query.where(col(OutboundMessage.provider_id) == reference)
+    return (await session.execute(query)).scalars().first()
 
 
 async def renew_claim(

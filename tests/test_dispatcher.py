@@ -13,9 +13,9 @@ from bot.dispatcher import Dispatcher
 from bot.services import Services
 from channels.base import Content
 from channels.errors import PermanentError, RecipientOptedOut, RetryableError
-from channels.render import render_sms
 from flows.events import MessageCreated
 from storage.models import AuditLog, Contact, OutboundMessage, OutboxStatus, Priority
+from tests.support import sms
 
 
 class FakeChannel:
@@ -30,7 +30,7 @@ class FakeChannel:
         self.sent: list[tuple[str, str]] = []
 
     def render(self, message: MessageCreated, language: str = "en") -> Content:
-        return render_sms(message, language)
+        return sms(message, language)
 
     async def send(self, address: str, content: Content) -> str | None:
         outcome = next(self.script, None) if self.script else None

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from bot.clock import FixedClock
 from bot.services import Services
 from channels.base import InboundMessage
-from storage.models import Answer, OutboundMessage
+from storage.models import Answer, Contact, OutboundMessage
 from storage.models import InboundMessage as InboundRow
 from tests.conftest import make_settings, start_services
 
@@ -121,4 +121,7 @@ async def test_a_failing_action_rolls_back_nothing_else(services: Services) -> N
         "Sorry, something went wrong on our side. Please try again later, or text MENU."
     ]
     async with services.sessions() as s:
-        assert (await s.execute(select(Answer.value))).scalars().all() == ["CF10 1EP"]
+        contact = (await s.execute(select(Contact))).scalar_one()
+        # the postcode is kept on the contact (FORGET erases it), never as an answer
+        assert contact.postcode == "CF10 1EP" and contact.ward_code is None
+        assert (await s.execute(select(Answer.value))).scalars().all() == []

@@ -1,29 +1,49 @@
 """The web simulator: chat with the bot as an SMS or Telegram user would, in a browser.
 
-``POST /simulator/api/messages`` is a stable JSON API other tools drive:
-``{"channel": "sms"|"telegram", "address": "...", "text": "...", "id": "optional"}`` →
-``{"replies": [{"text": ..., "choices": [...], "buttons": [...]}], "duplicate": false}``.
-SMS has no buttons, so its choices are numbered lines in ``text`` and ``choices`` is empty.
+Two stable JSON endpoints other tools drive:
+
+``POST /simulator/api/messages`` with
+``{"channel": "sms"|"telegram", "address": "...", "text": "...", "id": "optional",
+"choice": "optional button data", "message_id": "optional"}`` →
+``{"replies": [{"id", "text", "choices", "buttons", "at"}], "duplicate": false,
+"notice": null, "edited": null}``. SMS has no buttons: its choices are numbered lines in
+``text``, long lists come in pages (reply MORE), and ``choices`` is empty. Telegram style has
+Telegram's own keyboard in ``buttons`` (``{"label", "data"}``); tapping one is a post with
+``choice`` set to its data and ``message_id`` to the message it was on (the latest keyboard
+when left out). A tap's ``notice`` is what Telegram would show beside the buttons, and after a
+toggle or page turn ``edited`` is that message with its keyboard redrawn.
+
+``GET /simulator/api/messages?channel=sms|telegram&address=ADDR[&after=CURSOR]`` →
+``{"messages": [{"id", "text", "choices", "buttons", "at"}], "cursor": "..."}``: every message
+sent to that simulated resident after the cursor, replies and proactive ones (broadcasts,
+reminders) alike, oldest first. Without a cursor it also gives ``resident``: what the resident
+sent, so a page can show the whole thread again after a reload.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import select
+from sqlmodel import col
 
 from bot.services import Services
-from channels.base import InboundMessage
+from channels.base import InboundMessage, TapRef
 from channels.simulator import channel_name
 from channels.text import clean_text
+from storage.models import InboundMessage as InboundRow
+from storage.models import OutboundMessage, OutboxStatus
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 MAX_TEXT = 20_000
+THREAD_LIMIT = 200  # messages one GET returns at most (the newest)
 
 
 class SimulatorMessage(BaseModel):
@@ -34,6 +54,9 @@ class SimulatorMessage(BaseModel):
     text: str = Field(default="", max_length=MAX_TEXT)
     id: str | None = Field(default=None, min_length=1, max_length=128)
     choice: str | None = Field(default=None, max_length=200, description="a tapped button's data")
+    message_id: str | None = Field(
+        default=None, max_length=20, description="the message whose button was tapped"
+    )
 
     @field_validator("address")
     @classmethod
@@ -44,15 +67,31 @@ class SimulatorMessage(BaseModel):
         return value
 
 
-class Reply(BaseModel):
+class Message(BaseModel):
+    id: str
     text: str
     choices: list[str]
     buttons: list[dict[str, str]] = Field(default_factory=list)
+    at: str = ""
 
 
 class SimulatorResponse(BaseModel):
-    replies: list[Reply]
+    replies: list[Message]
     duplicate: bool
+    notice: str | None = None
+    edited: Message | None = None
+
+
+class ResidentMessage(BaseModel):
+    id: str
+    text: str
+    at: str
+
+
+class Thread(BaseModel):
+    messages: list[Message]
+    cursor: str
+    resident: list[ResidentMessage] | None = None
 
 
 def router(services: Services) -> APIRouter:
@@ -65,27 +104,87 @@ def router(services: Services) -> APIRouter:
     @api.post("/simulator/api/messages", response_model=SimulatorResponse)
     async def post_message(body: SimulatorMessage) -> SimulatorResponse:
         text = clean_text(body.text)
+        tap = None
+        if body.choice is not None:
+            reference = f"out:{body.message_id}" if body.message_id else None
+            tap = TapRef(data=clean_text(body.choice), message=reference)
         message = InboundMessage(
             channel=channel_name(body.channel),
             address=body.address,
             provider_id=body.id or f"sim-{uuid.uuid4().hex}",
             text=text,
-            payload=body.choice,
-            raw={"channel": body.channel, "address": body.address, "text": text, "id": body.id},
+            tap=tap,
+            raw={"channel": body.channel, "text": text},
         )
         result = await services.pipeline.handle(message)
+        notice = edited = None
+        if result.tap is not None:
+            notice = result.tap.notice
+            if result.tap.redraw is not None and body.message_id:
+                edited = _message(body.message_id, result.tap.redraw, None)
         return SimulatorResponse(
-            replies=[_reply(row.content) for row in result.outbox], duplicate=result.duplicate
+            replies=[_message(str(row.id), row.content, row.created_at) for row in result.outbox],
+            duplicate=result.duplicate,
+            notice=notice,
+            edited=edited,
+        )
+
+    @api.get("/simulator/api/messages", response_model=Thread)
+    async def thread(
+        channel: Literal["sms", "telegram"],
+        address: str = Query(min_length=1, max_length=64),
+        after: str | None = Query(default=None, max_length=20, pattern=r"^[0-9]+$"),
+    ) -> Thread:
+        name = channel_name(channel)
+        address = clean_text(address).strip()
+        query = (
+            select(OutboundMessage)
+            .where(
+                col(OutboundMessage.channel) == name,
+                col(OutboundMessage.address) == address,
+                col(OutboundMessage.status) != OutboxStatus.CANCELLED,
+            )
+            .order_by(col(OutboundMessage.id).desc())
+            .limit(THREAD_LIMIT)
+        )
+        if after is not None:
+            query = query.where(col(OutboundMessage.id) > int(after))
+        async with services.sessions() as session:
+            rows = list(reversed((await session.execute(query)).scalars().all()))
+            resident = None
+            if after is None:
+                sent = (
+                    select(InboundRow)
+                    .where(col(InboundRow.channel) == name, col(InboundRow.address) == address)
+                    .order_by(col(InboundRow.id).desc())
+                    .limit(THREAD_LIMIT)
+                )
+                resident = [
+                    ResidentMessage(id=str(r.id), text=r.text or "", at=_at(r.received_at))
+                    for r in reversed((await session.execute(sent)).scalars().all())
+                    if r.text
+                ]
+        cursor = str(rows[-1].id) if rows else (after or "0")
+        return Thread(
+            messages=[_message(str(r.id), r.content, r.created_at) for r in rows],
+            cursor=cursor,
+            resident=resident,
         )
 
     return api
 
 
-def _reply(content: dict[str, Any]) -> Reply:
-    return Reply(
+def _at(when: datetime | None) -> str:
+    return "" if when is None else when.isoformat()
+
+
+def _message(message_id: str, content: dict[str, Any], at: datetime | None) -> Message:
+    return Message(
+        id=message_id,
         text=str(content.get("text", "")),
         choices=[str(c) for c in content.get("choices", [])],
         buttons=[
             {"label": str(b["label"]), "data": str(b["data"])} for b in content.get("buttons", [])
         ],
+        at=_at(at),
     )

@@ -16,6 +16,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from starlette.datastructures import ImmutableMultiDict
 
 from bot.services import Services
+from bot.web.limits import BodyTooLarge, read_body
 from channels.errors import RecipientOptedOut
 from channels.twilio_sms import (
     INBOUND_PATH,
@@ -54,14 +55,10 @@ async def _read_form(request: Request) -> Form:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise HTTPException(415, "expected application/x-www-form-urlencoded")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise HTTPException(413, "request body too large")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > MAX_BODY_BYTES:
-            raise HTTPException(413, "request body too large")
+    try:
+        body = await read_body(request, MAX_BODY_BYTES)
+    except BodyTooLarge:
+        raise HTTPException(413, "request body too large") from None
     try:
         pairs = parse_qsl(
             body.decode("utf-8"),

@@ -1,16 +1,19 @@
 """Alembic environment. Used by ``civicbot db upgrade`` (which passes a connection in) and by
 ``alembic -c storage/alembic.ini ...`` for writing new revisions (which reads the URL from
-``CIVICBOT_DATABASE_URL``)."""
+``CIVICBOT_DATABASE_URL``, default ``./civicbot.db``)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 
 from alembic import context
 from sqlalchemy import Connection
 from sqlmodel import SQLModel
 
-import storage.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import storage.schema  # noqa: F401  (registers every table on SQLModel.metadata)
+
+DEFAULT_URL = "sqlite+aiosqlite:///./civicbot.db"  # as bot.settings.Settings.database_url
 
 config = context.config
 target_metadata = SQLModel.metadata
@@ -28,10 +31,10 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_with_new_engine() -> None:
-    from bot.settings import load_settings
+    # Read the URL straight from the environment: storage never imports the application.
     from storage.db import create_engine
 
-    engine = create_engine(load_settings().database_url)
+    engine = create_engine(os.environ.get("CIVICBOT_DATABASE_URL", DEFAULT_URL))
     async with engine.begin() as conn:
         await conn.run_sync(_run)
     await engine.dispose()

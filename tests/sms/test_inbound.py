@@ -11,7 +11,6 @@ from sqlalchemy import select
 
 from bot.clock import FixedClock
 from bot.services import build_services
-from channels.render import render_sms
 from flows.events import MessageCreated
 from storage.models import (
     Contact,
@@ -32,6 +31,7 @@ from tests.sms.conftest import (
     sign,
     sms_settings,
 )
+from tests.support import sms
 
 INBOUND = "/webhooks/twilio/sms"
 
@@ -81,7 +81,7 @@ def test_sms_needs_a_sender(tmp_path: Path, fake_twilio: FakeTwilio) -> None:
 
 
 async def test_welsh_text_reaches_twilio_intact(sms_bot: SmsBot) -> None:
-    content = render_sms(MessageCreated("Croeso i’r ŵyl yn y dŷ – dewch draw!"), "cy")
+    content = sms(MessageCreated("Croeso i’r ŵyl yn y dŷ – dewch draw!"), "cy")
     assert content["text"] == "Croeso i'r ŵyl yn y dŷ - dewch draw!"  # quotes, dash cleaned
     await sms_bot.services.channels["sms"].send(PHONE, content)
     [sent] = sms_bot.fake.messages

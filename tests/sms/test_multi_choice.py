@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from bot.actions import builtin_actions
-from channels.render import render_sms
 from flows.engine import Engine
 from flows.events import AnswerRecorded, ContactView, ConversationState, MessageCreated, UserInput
 from flows.library import BUILTIN_DIR, load_library
+from tests.support import sms
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 VOTE = """
@@ -50,7 +50,7 @@ def _answer(engine: Engine, reply: str, language: str = "en") -> tuple[object, s
     step = engine.step(ConversationState(), contact, UserInput("VOTE"), NOW)
     step = engine.step(step.state, contact, UserInput(reply), NOW)
     answers = [e.value for e in step.events if isinstance(e, AnswerRecorded)]
-    texts = [render_sms(e, language)["text"] for e in step.events if isinstance(e, MessageCreated)]
+    texts = [sms(e, language)["text"] for e in step.events if isinstance(e, MessageCreated)]
     return (answers[0] if answers else None), "\n".join(texts)
 
 
@@ -78,10 +78,18 @@ def test_welsh_option_words(engine: Engine) -> None:
     assert answer == ["trees", "bins"]
 
 
-@pytest.mark.parametrize("reply", ["7", "1 9", "bananas", "1 3 bananas"])
-def test_unclear_answer_gets_a_clear_reprompt(engine: Engine, reply: str) -> None:
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        ("7", "Sorry, 7 isn't on the list. Please use numbers from 1 to 5."),
+        ("1 9", "Sorry, 9 isn't on the list. Please use numbers from 1 to 5."),
+        ("bananas", 'Sorry, I couldn\'t match "bananas" to an option.'),
+        ("1 3 bananas", "Sorry, I couldn't match"),
+    ],
+)
+def test_unclear_answer_gets_a_clear_reprompt(engine: Engine, reply: str, error: str) -> None:
     answer, text = _answer(engine, reply)
     assert answer is None
-    assert text.startswith("Sorry, I couldn't match")
+    assert text.startswith(error)
     assert "Which projects?\n\n1 Build a skatepark\n2 Plant trees" in text
     assert text.endswith("Reply with the numbers of your choices, e.g. 1 3")

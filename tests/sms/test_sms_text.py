@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from channels.render import render_sms
 from channels.sms_text import is_gsm7, paginate, segment_count, to_gsm7_where_possible
 from flows.events import Choice, MessageCreated
 from storage.models import OutboundMessage, OutboxStatus
 from tests.sms.conftest import SmsBot
+from tests.support import CATALOGUE, sms
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ def test_welsh_circumflexes_make_the_message_ucs2() -> None:
     assert not is_gsm7(welsh)
     assert segment_count(welsh * 4) == 1  # 68 characters
     assert segment_count(welsh * 5) == 2  # 85 characters: over 70, so UCS-2 counting
-    content = render_sms(MessageCreated("Croeso i'r ŵyl! " * 5), "cy")
+    content = sms(MessageCreated("Croeso i'r ŵyl! " * 5), "cy")
     assert "ŵ" in content["text"]  # sent as is: Twilio encodes it as UCS-2
     assert content["segments"] == 2
 
@@ -55,7 +55,7 @@ def test_typographic_characters_are_replaced_to_stay_in_gsm7() -> None:
     plain = to_gsm7_where_possible(fancy)
     assert plain == "\"Hello\" - it's a 'test'... see you - bye now"
     assert is_gsm7(plain)
-    content = render_sms(MessageCreated(fancy * 3))
+    content = sms(MessageCreated(fancy * 3))
     assert content["text"] == plain * 3
     assert content["segments"] == 1
 
@@ -66,10 +66,10 @@ def test_choices_are_numbered_with_how_to_reply() -> None:
         choices=(Choice("parks", "Parks"), Choice("roads", "Roads"), Choice("bins", "Bins")),
         question="needs:q1",
     )
-    assert render_sms(message)["text"] == (
+    assert sms(message)["text"] == (
         "Which matters most?\n\n1 Parks\n2 Roads\n3 Bins\nReply 1, 2 or 3"
     )
-    assert render_sms(message, "cy")["text"].endswith("Atebwch 1, 2 neu 3")
+    assert sms(message, "cy")["text"].endswith("Atebwch 1, 2 neu 3")
     multi = MessageCreated(
         "Pick up to 2",
         choices=(Choice("a", "Park", 5000), Choice("b", "Library", 7000)),
@@ -77,14 +77,14 @@ def test_choices_are_numbered_with_how_to_reply() -> None:
         max_choices=2,
         budget=10000,
     )
-    assert render_sms(multi)["text"] == (
+    assert sms(multi)["text"] == (
         "Pick up to 2\n\n1 Park (5,000)\n2 Library (7,000)\n"
         "Reply with the numbers of your choices, e.g. 1 3 (up to 2). Budget: 10,000"
     )
 
 
 def test_short_content_is_one_page() -> None:
-    content = render_sms(MessageCreated("Thanks!"))
+    content = sms(MessageCreated("Thanks!"))
     assert content == {"text": "Thanks!", "choices": [], "segments": 1}
 
 
@@ -92,7 +92,7 @@ def test_short_content_is_one_page() -> None:
 @pytest.mark.parametrize("word", ["word", "ŵyl"])
 def test_long_content_is_split_into_pages_within_the_limit(max_segments: int, word: str) -> None:
     text = " ".join(f"{word}{n}" for n in range(400))
-    pages = paginate(text, max_segments)
+    pages = paginate(text, max_segments, "en", CATALOGUE)
     assert len(pages) > 1
     assert all(segment_count(page) <= max_segments for page in pages)
     assert pages[0].endswith(f"(1/{len(pages)}) Reply MORE for more")
@@ -102,13 +102,13 @@ def test_long_content_is_split_into_pages_within_the_limit(max_segments: int, wo
 
 
 def test_welsh_pages_say_mwy_and_long_words_are_cut() -> None:
-    pages = paginate("x" * 500, 1, "cy")
+    pages = paginate("x" * 500, 1, "cy", CATALOGUE)
     assert pages[0].endswith("Atebwch MWY am fwy")
     assert "".join(p.split("\n\n(")[0] for p in pages) == "x" * 500
 
 
 def test_paged_content_keeps_the_rest_for_more() -> None:
-    content = render_sms(MessageCreated("a " * 400), max_segments=1)
+    content = sms(MessageCreated("a " * 400), max_segments=1)
     assert content["segments"] == 1
     assert len(content["more"]) >= 4
     assert all(page["segments"] == 1 for page in content["more"])

@@ -25,6 +25,7 @@ from bot.app import build_app
 from bot.clock import FixedClock
 from bot.services import Services, build_services
 from bot.settings import Settings
+from flows.polls.service import PollService
 from storage.db import upgrade
 
 TOKEN = "123456:TEST-token"
@@ -316,6 +317,11 @@ class TelegramBot:
                 keyboards.append((int(call.result["message_id"]), rows))
         assert keyboards, "no keyboard was shown"
         return keyboards[-1]
+
+
+def polls_of(tg: TelegramBot) -> PollService:
+    assert tg.services.polls is not None
+    return tg.services.polls
 
 
 @pytest.fixture

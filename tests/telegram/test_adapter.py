@@ -7,19 +7,18 @@ from datetime import timedelta
 import pytest
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TimedOut
 
+from channels.base import TapMeaning
 from channels.errors import PermanentError, RecipientOptedOut, RetryableError
-from channels.telegram import (
-    ChatLimiter,
-    Done,
-    Pick,
-    TelegramChannel,
-    Toggle,
-    decode_tap,
-    done_payload,
-    keyboard,
-    map_error,
-)
+from channels.telegram.client import ChatLimiter, TelegramChannel, map_error
+from channels.telegram.keyboard import PAGE_SIZE, decode_tap, keyboard
 from flows.events import Choice, MessageCreated
+from tests.support import CATALOGUE
+
+
+def rows(content: dict[str, object], selected: tuple[int, ...] = (), page: int = 0) -> list[
+    list[tuple[str, str]]
+]:
+    return keyboard(content, selected, page, CATALOGUE)
 
 
 def test_errors_map_to_one_typed_set() -> None:
@@ -36,24 +35,72 @@ def test_errors_map_to_one_typed_set() -> None:
 
 
 def test_callback_data_fits_64_bytes_whatever_the_ids() -> None:
-    channel = TelegramChannel(token="1:x")
+    channel = TelegramChannel(token="1:x", catalogue=CATALOGUE)
     flow, node = "f" * 64, "n" * 64
-    options = tuple(Choice(f"{k:02d}" + "o" * 30, f"Option {k}", cost=100) for k in range(30))
+    options = tuple(Choice(f"{k:03d}" + "o" * 29, f"Option {k}", cost=100) for k in range(120))
+    question = f"{flow}:{node}"
     multi = channel.render(
-        MessageCreated("Pick", choices=options, multi=True, budget=1000, question=f"{flow}:{node}")
+        MessageCreated("Pick", choices=options, multi=True, budget=1000, question=question)
     )
-    everything = frozenset(range(30))
-    for rows in (keyboard(multi), keyboard(multi, everything)):
-        assert all(len(data.encode()) <= 64 for row in rows for _, data in row)
-    assert decode_tap(multi, keyboard(multi)[4][0][1]) == Toggle(frozenset({4}))
-    assert decode_tap(multi, "d:5") == Done(frozenset({0, 2}))
-    assert done_payload(multi, frozenset({0, 2})) == (
-        f"{flow}:{node}:{options[0].id},{options[2].id}"
+    everything = tuple(range(120))
+    for page in range(120 // PAGE_SIZE):
+        for shown in (rows(multi, (), page), rows(multi, everything, page)):
+            assert all(len(data.encode()) <= 64 for row in shown for _, data in row)
+    toggle = rows(multi)[4][0][1]
+    assert decode_tap(multi, toggle) == TapMeaning(
+        f"{question}:{options[4].id}", check_only=True, selected=(4,), page=0
     )
-    assert decode_tap(multi, "t:" + "f" * 9) is None  # bits beyond the options
-    single = channel.render(MessageCreated("Q", choices=options[:3], question=f"{flow}:{node}"))
-    assert decode_tap(single, keyboard(single)[2][0][1]) == Pick(f"{flow}:{node}:{options[2].id}")
-    assert decode_tap(single, "c:3") is None and decode_tap(single, "t:1") is None
+    assert decode_tap(multi, "d:5") == TapMeaning(
+        f"{question}:{options[0].id},{options[2].id}", check_only=False, selected=(0, 2)
+    )
+    assert decode_tap(multi, "t:" + "f" * 31 + ":0") is None  # bits beyond the options
+    assert decode_tap(multi, "t:1:99") is None  # a page that does not exist
+    single = channel.render(MessageCreated("Q", choices=options[:3], question=question))
+    assert decode_tap(single, rows(single)[2][0][1]) == TapMeaning(
+        f"{question}:{options[2].id}", check_only=False
+    )
+    assert decode_tap(single, "c:3") is None and decode_tap(single, "t:1:0") is None
+
+
+def test_long_lists_page_and_keep_ticks_across_pages() -> None:
+    channel = TelegramChannel(token="1:x", catalogue=CATALOGUE)
+    options = tuple(Choice(str(k), f"Project {k}", cost=1000 * k) for k in range(1, 41))
+    content = channel.render(
+        MessageCreated("Pick", choices=options, multi=True, budget=50_000, question="vote:pick")
+    )
+    first = rows(content)
+    assert [label for label, _ in first[-2]] == ["1/5", "Next »"]
+    assert first[-1][0][0] == "Done: 0 of 50,000"  # the budget total on every page
+    ticked = decode_tap(content, first[1][0][1])  # tick Project 2 on page 1
+    assert ticked is not None and ticked.selected == (1,)
+    turn = dict(rows(content, ticked.selected, 0)[-2])["Next »"]
+    turned = decode_tap(content, turn)
+    assert turned is not None and (turned.selected, turned.page) == ((1,), 1)
+    page_two = rows(content, turned.selected, turned.page)
+    assert page_two[0][0][0] == "⬜ Project 9 (9,000)"
+    assert [label for label, _ in page_two[-2]] == ["« Previous", "2/5", "Next »"]
+    assert page_two[-1][0][0] == "Done: 2,000 of 50,000"
+    done = decode_tap(content, page_two[-1][0][1])
+    assert done is not None and done.payload == "vote:pick:2" and not done.check_only
+
+
+def test_ranked_selection_keeps_the_order_tapped() -> None:
+    channel = TelegramChannel(token="1:x", catalogue=CATALOGUE)
+    options = tuple(Choice(c, c.title()) for c in ("parks", "youth", "care", "roads"))
+    content = channel.render(
+        MessageCreated(
+            "Rank", choices=options, multi=True, max_choices=3, ordered=True, question="n:rank"
+        )
+    )
+    assert content["text"].endswith("most important first, then Done.")
+    third = decode_tap(content, rows(content)[2][0][1])
+    assert third is not None and third.selected == (2,)
+    first = decode_tap(content, rows(content, (2,))[0][0][1])
+    assert first is not None and first.selected == (2, 0)
+    labels = [row[0][0] for row in rows(content, (2, 0))]
+    assert labels[:3] == ["✅ 2. Parks", "⬜ Youth", "✅ 1. Care"]
+    done = decode_tap(content, rows(content, (2, 0))[-1][0][1])
+    assert done is not None and done.payload == "n:rank:care,parks"
 
 
 async def test_chat_limiter_spaces_sends_per_chat_and_per_group() -> None:
@@ -96,11 +143,11 @@ def test_settings_need_the_secret_in_webhook_mode() -> None:
 
 
 def test_welsh_multi_choice_keyboard() -> None:
-    channel = TelegramChannel(token="1:x")
+    channel = TelegramChannel(token="1:x", catalogue=CATALOGUE)
     content = channel.render(
         MessageCreated("Dewiswch", choices=(Choice("a", "Parc", 5),), multi=True, budget=10,
                        question="f:n"),
         "cy",
     )
-    assert keyboard(content)[-1][0][0] == "Gorffen: 0 o 10"
+    assert rows(content)[-1][0][0] == "Gorffen: 0 o 10"
     assert content["text"].endswith("Tapiwch i dicio, yna Gorffen.")

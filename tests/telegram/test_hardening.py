@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from bot.telegram_updates import TelegramUpdates
-from storage.models import Contact, InboundMessage, TelegramGroup, TelegramPollAnswer
-from tests.telegram.conftest import BOT_ID, GROUP, USER, TelegramBot
+from storage.models import Contact, InboundMessage, TelegramGroup
+from storage.polls import TelegramPollAnswer
+from tests.telegram.conftest import BOT_ID, GROUP, USER, TelegramBot, polls_of
 from tests.telegram.test_polls import poll_answer
 from tests.telegram.test_webhook import group_text, member_update
 
@@ -154,9 +154,14 @@ async def test_forget_reaches_poll_answers_stale_taps_and_group_messages(
     tg: TelegramBot,
 ) -> None:
     await tg.post(member_update(tg, "member"))
-    updates = TelegramUpdates(tg.services)
-    poll = await updates.send_poll(
-        chat_id=str(GROUP), question="Q?", options=["A", "B"], multiple=False, closes_at=None
+    updates = polls_of(tg)
+    poll = await updates.send(
+        chat_id=str(GROUP),
+        question="Q?",
+        options=["A", "B"],
+        multiple=False,
+        closes_at=None,
+        actor="test",
     )
     assert poll.telegram_poll_id is not None
     # Before they ever talk to the bot: group chatter and an answer to a poll we don't know.

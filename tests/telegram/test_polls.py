@@ -18,8 +18,8 @@ from bot.cli import app as cli
 from bot.clock import FixedClock
 from bot.scheduler import build_scheduler
 from bot.services import build_services
-from bot.telegram_updates import PollError, TelegramUpdates
-from storage.models import TelegramPoll, TelegramPollAnswer
+from flows.polls.service import PollError, PollService
+from storage.polls import TelegramPoll, TelegramPollAnswer
 from tests.telegram.conftest import (
     GROUP,
     SECRET,
@@ -27,6 +27,7 @@ from tests.telegram.conftest import (
     USER,
     FakeBotApi,
     TelegramBot,
+    polls_of,
     telegram_settings,
 )
 from tests.telegram.test_webhook import member_update
@@ -48,13 +49,14 @@ def poll_answer(tg_ids: Any, poll_id: str, user: int, options: list[int]) -> dic
 
 async def test_poll_answers_retractions_and_closing_on_time(tg: TelegramBot) -> None:
     await tg.post(member_update(tg, "member"))
-    updates = TelegramUpdates(tg.services)
-    poll = await updates.send_poll(
+    updates = polls_of(tg)
+    poll = await updates.send(
         chat_id=str(GROUP),
         question="What should we fix first?",
         options=["Potholes", "Street lights", "Bins"],
         multiple=False,
         closes_at=tg.clock.now() + timedelta(hours=1),
+        actor="test",
     )
     sent = tg.fake.sent("sendPoll")[-1]
     assert sent["is_anonymous"] is False and sent["allows_multiple_answers"] is False
@@ -72,33 +74,38 @@ async def test_poll_answers_retractions_and_closing_on_time(tg: TelegramBot) -> 
         rows = list((await s.execute(select(TelegramPollAnswer))).scalars())
     assert sorted(r.option_ids for r in rows) == [[], [0], [0], [2]]  # 3 retracted
 
-    assert await updates.close_due_polls() == 0  # not yet due
+    assert await updates.close_due() == 0  # not yet due
     assert tg.fake.sent("stopPoll") == []
     tg.clock.advance(hours=1)
-    assert await updates.close_due_polls() == 1
+    assert await updates.close_due() == 1
     assert tg.fake.sent("stopPoll")[-1]["message_id"] == str(poll.message_id)
     await tg.dispatch()
     post = tg.fake.sent("sendMessage")[-1]
     assert post["chat_id"] == str(GROUP)
-    assert post["text"] == (
+    assert post["text"] == (  # the default language first, then Welsh
         "Poll closed: What should we fix first?\n"
-        "• Potholes: 2 votes (67%)\n"
-        "• Street lights: 0 votes (0%)\n"
-        "• Bins: 1 vote (33%)\n"
-        "3 people voted."
+        "• Potholes: 2 (67%)\n"
+        "• Street lights: 0 (0%)\n"
+        "• Bins: 1 (33%)\n"
+        "People who voted: 3\n\n"
+        "Pôl wedi cau: What should we fix first?\n"
+        "• Potholes: 2 (67%)\n"
+        "• Street lights: 0 (0%)\n"
+        "• Bins: 1 (33%)\n"
+        "Nifer a bleidleisiodd: 3"
     )
     async with tg.services.sessions() as s:
         stored = await s.get(TelegramPoll, poll.id)
     assert stored is not None and stored.closed_at == tg.clock.now()
     assert stored.result == {"counts": [2, 0, 1], "voters": 3}
-    assert await updates.close_due_polls() == 0  # closed once
+    assert await updates.close_due() == 0  # closed once
     late = await tg.post(poll_answer(ids, poll.telegram_poll_id, 5, [1]))
     assert late.json()["outcome"] == "ignored: poll closed"
 
 
 async def test_poll_limits_are_checked_before_sending(tg: TelegramBot) -> None:
     await tg.post(member_update(tg, "member"))
-    updates = TelegramUpdates(tg.services)
+    updates = polls_of(tg)
     bad: list[tuple[str, list[str], str]] = [
         ("x" * 301, ["a", "b"], "301 characters"),
         ("Q", ["only one"], "2 to 12 options"),
@@ -108,30 +115,49 @@ async def test_poll_limits_are_checked_before_sending(tg: TelegramBot) -> None:
     ]
     for question, options, message in bad:
         with pytest.raises(PollError, match=message):
-            await updates.send_poll(
-                chat_id=str(GROUP), question=question, options=options, multiple=False,
+            await updates.send(
+                chat_id=str(GROUP),
+                question=question,
+                options=options,
+                multiple=False,
                 closes_at=None,
+                actor="test",
             )
     with pytest.raises(PollError, match="no Telegram group"):
-        await updates.send_poll(
-            chat_id="-42", question="Q", options=["a", "b"], multiple=False, closes_at=None
+        await updates.send(
+            chat_id="-42",
+            question="Q",
+            options=["a", "b"],
+            multiple=False,
+            closes_at=None,
+            actor="test",
         )
     assert tg.fake.sent("sendPoll") == []
 
 
 async def test_a_poll_telegram_refuses_leaves_nothing_stored(tg: TelegramBot) -> None:
     await tg.post(member_update(tg, "member"))
-    updates = TelegramUpdates(tg.services)
+    updates = polls_of(tg)
     tg.fake.fail("sendPoll", {"ok": False, "error_code": 400, "description": "Bad Request"})
     with pytest.raises(PollError, match="did not take the poll"):
-        await updates.send_poll(
-            chat_id=str(GROUP), question="Q", options=["a", "b"], multiple=False, closes_at=None
+        await updates.send(
+            chat_id=str(GROUP),
+            question="Q",
+            options=["a", "b"],
+            multiple=False,
+            closes_at=None,
+            actor="test",
         )
     async with tg.services.sessions() as session:
         assert list((await session.execute(select(TelegramPoll))).scalars()) == []
     # and the next one is stored with the ids Telegram gave it
-    poll = await updates.send_poll(
-        chat_id=str(GROUP), question="Q", options=["a", "b"], multiple=False, closes_at=None
+    poll = await updates.send(
+        chat_id=str(GROUP),
+        question="Q",
+        options=["a", "b"],
+        multiple=False,
+        closes_at=None,
+        actor="test",
     )
     async with tg.services.sessions() as session:
         [stored] = (await session.execute(select(TelegramPoll))).scalars()
@@ -143,22 +169,28 @@ async def test_a_poll_telegram_may_have_posted_is_kept_and_the_reply_says_so(
     tg: TelegramBot,
 ) -> None:
     await tg.post(member_update(tg, "member"))
-    updates = TelegramUpdates(tg.services)
+    updates = polls_of(tg)
     tg.fake.fail("sendPoll", {"ok": False, "error_code": 502, "description": "Bad Gateway"})
     with pytest.raises(PollError, match="may or may not be in the group"):
-        await updates.send_poll(
-            chat_id=str(GROUP), question="Q", options=["a", "b"], multiple=False, closes_at=None
+        await updates.send(
+            chat_id=str(GROUP),
+            question="Q",
+            options=["a", "b"],
+            multiple=False,
+            closes_at=None,
+            actor="test",
         )
     async with tg.services.sessions() as session:
         [kept] = (await session.execute(select(TelegramPoll))).scalars()
     assert kept.telegram_poll_id is None and kept.message_id is None
-    assert await updates.close_due_polls() == 0  # never picked up without Telegram's ids
+    assert await updates.close_due() == 0  # never picked up without Telegram's ids
 
 
 async def test_scheduler_has_its_jobs(tg: TelegramBot) -> None:
     scheduler = build_scheduler(tg.services)
     assert sorted(job.id for job in scheduler.get_jobs()) == [
         "purge_held_delivery_reports",
+        "send_scheduled_broadcasts",
         "telegram_close_due_polls",
     ]
 
@@ -222,17 +254,39 @@ def test_cli_groups_assign_poll_and_close(tmp_path: Path, fake_api: FakeBotApi) 
     assert too_few.exit_code == 2 and "2 to 12 options" in too_few.output
     naive = runner.invoke(
         cli,
-        ["telegram", "poll", "--chat", str(GROUP), "--question", "Q", "--option", "A",
-         "--option", "B", "--close-at", "2026-03-01T18:00"],
+        [
+            "telegram",
+            "poll",
+            "--chat",
+            str(GROUP),
+            "--question",
+            "Q",
+            "--option",
+            "A",
+            "--option",
+            "B",
+            "--close-at",
+            "2026-03-01T18:00",
+        ],
         env=env,
     )
     assert naive.exit_code == 2 and "time zone" in naive.output
     assert fake_api.sent("sendPoll") == []
 
     out = civicbot(
-        "telegram", "poll", "--chat", str(GROUP), "--question", "Which first?",
-        "--option", "Park", "--option", "Lights", "--multiple",
-        "--close-at", "2030-01-01T18:00:00Z",
+        "telegram",
+        "poll",
+        "--chat",
+        str(GROUP),
+        "--question",
+        "Which first?",
+        "--option",
+        "Park",
+        "--option",
+        "Lights",
+        "--multiple",
+        "--close-at",
+        "2030-01-01T18:00:00Z",
     )
     assert out.startswith("poll 1 sent") and "2030-01-01 18:00" in out
     sent = fake_api.sent("sendPoll")[-1]
@@ -241,18 +295,29 @@ def test_cli_groups_assign_poll_and_close(tmp_path: Path, fake_api: FakeBotApi) 
 
     counter = iter(range(2000, 3000))
     asyncio.run(
-        post([
-            poll_answer(counter, poll_id, 11, [0, 1]),
-            poll_answer(counter, poll_id, 12, [1]),
-            poll_answer(counter, poll_id, 13, [0]),
-            poll_answer(counter, poll_id, 13, []),
-        ])
+        post(
+            [
+                poll_answer(counter, poll_id, 11, [0, 1]),
+                poll_answer(counter, poll_id, 12, [1]),
+                poll_answer(counter, poll_id, 13, [0]),
+                poll_answer(counter, poll_id, 13, []),
+            ]
+        )
     )
     out = civicbot("telegram", "close-poll", "1")
     assert "2 voted" in out and "[1, 2]" in out
     assert fake_api.sent("stopPoll")
+
+    async def dispatch() -> None:  # what `civicbot serve` does with the queued result post
+        services = build_services(telegram_settings(db, fake_api.url))  # the real clock
+        try:
+            await services.dispatcher.run_once()
+        finally:
+            await services.close()
+
+    asyncio.run(dispatch())
     post_text = fake_api.sent("sendMessage")[-1]
-    assert post_text["chat_id"] == str(GROUP) and "• Lights: 2 votes" in post_text["text"]
+    assert post_text["chat_id"] == str(GROUP) and "• Lights: 2 (67%)" in post_text["text"]
     again = runner.invoke(cli, ["telegram", "close-poll", "1"], env=env)
     assert again.exit_code == 2 and "closed at" in again.output
 
@@ -271,23 +336,35 @@ def test_cli_webhook_commands(tmp_path: Path, fake_api: FakeBotApi) -> None:
     assert hook["url"] == "https://bot.example.org/webhooks/telegram"
     assert hook["secret_token"] == SECRET
     assert set(hook["allowed_updates"]) == {
-        "message", "callback_query", "my_chat_member", "poll_answer"
+        "message",
+        "callback_query",
+        "my_chat_member",
+        "poll_answer",
     }
     commands = fake_api.sent("setMyCommands")[-1]["commands"]
     assert {c["command"] for c in commands} >= {"start", "help", "stop"}
     result = runner.invoke(cli, ["telegram", "delete-webhook"], env=env)
     assert result.exit_code == 0 and fake_api.sent("deleteWebhook")
 
-    unset = runner.invoke(cli, ["telegram", "groups"], env={**env, "CIVICBOT_TELEGRAM_TOKEN": ""})
+    no_token = {**env, "CIVICBOT_TELEGRAM_TOKEN": ""}
+    unset = runner.invoke(cli, ["telegram", "set-webhook"], env=no_token)
     assert unset.exit_code == 2 and "CIVICBOT_TELEGRAM_TOKEN" in unset.output
+    runner.invoke(cli, ["db", "upgrade"], env=no_token)
+    listed = runner.invoke(cli, ["telegram", "groups"], env=no_token)  # stored groups: no token
+    assert listed.exit_code == 0 and "no groups yet" in listed.output
 
 
-async def _voted_then_forgot(tg: TelegramBot) -> tuple[TelegramUpdates, TelegramPoll]:
+async def _voted_then_forgot(tg: TelegramBot) -> tuple[PollService, TelegramPoll]:
     """USER votes B in a group poll, then asks the bot privately to FORGET them."""
     await tg.post(member_update(tg, "member"))
-    updates = TelegramUpdates(tg.services)
-    poll = await updates.send_poll(
-        chat_id=str(GROUP), question="Q?", options=["A", "B"], multiple=False, closes_at=None
+    updates = polls_of(tg)
+    poll = await updates.send(
+        chat_id=str(GROUP),
+        question="Q?",
+        options=["A", "B"],
+        multiple=False,
+        closes_at=None,
+        actor="test",
     )
     assert poll.telegram_poll_id is not None and poll.id is not None
     await tg.post(poll_answer(tg.update_ids, poll.telegram_poll_id, USER, [1]))
@@ -303,7 +380,7 @@ async def test_forget_detaches_poll_votes_but_keeps_them_counted(tg: TelegramBot
     async with tg.services.sessions() as s:
         row = (await s.execute(select(TelegramPollAnswer))).scalar_one()
     assert row.contact_id is None and row.option_ids == [1]
-    closed = await updates.close_poll(poll.id)
+    closed = await updates.close(poll.id, actor="test")
     assert closed.result == {"counts": [0, 1], "voters": 1}
 
 
@@ -318,7 +395,7 @@ async def test_a_changed_vote_after_forget_replaces_the_detached_one(tg: Telegra
     await tg.post(poll_answer(tg.update_ids, poll.telegram_poll_id, USER, []))
     await tg.post(poll_answer(tg.update_ids, poll.telegram_poll_id, USER, [1]))
     await tg.post(poll_answer(tg.update_ids, poll.telegram_poll_id, USER + 1, [1]))
-    closed = await updates.close_poll(poll.id)
+    closed = await updates.close(poll.id, actor="test")
     assert closed.result == {"counts": [0, 2], "voters": 2}
     async with tg.services.sessions() as s:
         rows = list((await s.execute(select(TelegramPollAnswer))).scalars())

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bot.telegram_updates import TelegramUpdates
+from channels.telegram.polling import run_polling
 from storage.models import Answer, Contact, InboundMessage, OutboundMessage, TelegramGroup
 from tests.telegram.conftest import (
     BLOCKED,
@@ -271,8 +271,9 @@ async def test_polling_mode_feeds_the_same_pipeline(tg: TelegramBot) -> None:
 
     tg.fake.updates.append(tg.text("/start"))
     stop = asyncio.Event()
-    updates = TelegramUpdates(tg.services)
-    original = updates.channel.get_updates
+    router = tg.services.telegram
+    assert router is not None
+    original = router.channel.get_updates
 
     async def get_once(offset: int | None, timeout: int = 30) -> list[dict[str, Any]]:
         batch = await original(offset, 0)
@@ -280,9 +281,15 @@ async def test_polling_mode_feeds_the_same_pipeline(tg: TelegramBot) -> None:
             stop.set()
         return batch
 
-    updates.channel.get_updates = get_once  # type: ignore[method-assign]
-    await updates.run_polling(stop)
-    assert tg.fake.methods()[:3] == ["deleteWebhook", "setMyCommands", "getUpdates"]
+    async def handle(data: dict[str, Any]) -> None:
+        assert router is not None
+        await (await router.handle(data)).run_follow_ups()
+
+    router.channel.get_updates = get_once  # type: ignore[method-assign]
+    await run_polling(router.channel, handle, stop)
+    # the commands in English, then in Welsh (for Telegram set to Welsh), then polling
+    methods = ["deleteWebhook", "setMyCommands", "setMyCommands", "getUpdates"]
+    assert tg.fake.methods()[:4] == methods
     await tg.dispatch()
     assert "reply_markup" in tg.fake.sent("sendMessage")[-1]
 
@@ -291,7 +298,8 @@ async def test_polling_stops_promptly_mid_long_poll(tg: TelegramBot) -> None:
     import asyncio
 
     stop = asyncio.Event()
-    updates = TelegramUpdates(tg.services)
+    router = tg.services.telegram
+    assert router is not None
     waiting = asyncio.Event()
 
     async def hang(offset: int | None, timeout: int = 30) -> list[dict[str, Any]]:
@@ -299,8 +307,11 @@ async def test_polling_stops_promptly_mid_long_poll(tg: TelegramBot) -> None:
         await asyncio.Event().wait()  # a long poll that never answers
         return []
 
-    updates.channel.get_updates = hang  # type: ignore[method-assign]
-    task = asyncio.create_task(updates.run_polling(stop))
+    async def handle(data: dict[str, Any]) -> None:
+        raise AssertionError("no update was fetched")
+
+    router.channel.get_updates = hang  # type: ignore[method-assign]
+    task = asyncio.create_task(run_polling(router.channel, handle, stop))
     await waiting.wait()
     stop.set()
     await asyncio.wait_for(task, timeout=5)

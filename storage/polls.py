@@ -1,82 +1,74 @@
-"""Telegram groups, polls and poll answers. Like :mod:`storage.repositories`, these take a
-session and never commit."""
+"""Native Telegram group polls and the answers to them: tables and repositories (which take a
+session and never commit)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import JSON, Column, UniqueConstraint, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
+from sqlmodel import Field, SQLModel, col
 
-from storage.models import (
-    InboundMessage,
-    OutboundMessage,
-    TelegramGroup,
-    TelegramPoll,
-    TelegramPollAnswer,
-    Ward,
+from storage.erasure import Rule, register, table_of
+from storage.types import UTCDateTime
+
+
+class TelegramPoll(SQLModel, table=True):
+    """A native, non-anonymous poll sent to a group. ``closes_at`` is the deadline the scheduler
+    acts on, so a restart loses nothing; ``result`` is the count posted when it closed."""
+
+    __tablename__ = "telegram_polls"
+
+    id: int | None = Field(default=None, primary_key=True)
+    chat_id: str = Field(foreign_key="telegram_groups.chat_id", index=True, max_length=32)
+    question: str = Field(max_length=300)
+    options: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    multiple: bool = Field(default=False)
+    telegram_poll_id: str | None = Field(default=None, max_length=64, unique=True)
+    message_id: int | None = None
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    closes_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True, index=True)
+    )
+    closed_at: datetime | None = Field(
+        default=None, sa_column=Column(UTCDateTime(), nullable=True)
+    )
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class TelegramPollAnswer(SQLModel, table=True):
+    """A person's current answer to a poll: one row per person, so each counts once. A
+    retraction empties ``option_ids``; every update also stays in ``inbound_messages``.
+
+    ``voter_key`` (a keyed hash of poll and Telegram user, see ``TelegramUpdates``) finds the
+    row again after FORGET has detached it from the contact, so a later change or retraction
+    replaces the vote instead of adding a second one. It is cleared when the poll closes.
+    """
+
+    __tablename__ = "telegram_poll_answers"
+    __table_args__ = (
+        UniqueConstraint("poll_id", "contact_id", name="uq_poll_answer_contact"),
+        UniqueConstraint("poll_id", "voter_key", name="uq_poll_answer_voter_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    poll_id: int = Field(foreign_key="telegram_polls.id", index=True)
+    contact_id: int | None = Field(default=None, foreign_key="contacts.id", index=True)
+    option_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    voter_key: str | None = Field(default=None, max_length=64)
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+# Votes stay counted, detached from the person. ``voter_key`` (a keyed hash of poll and user)
+# stays until the poll closes so that a change of vote after FORGET replaces the old one.
+register(
+    Rule(
+        table_of(TelegramPollAnswer),
+        blank={"contact_id": None},
+        keeps={"voter_key": "keyed hash, cleared when the poll closes"},
+    )
 )
-
-
-async def sent_content(
-    session: AsyncSession, *, channel: str, provider_id: str
-) -> dict[str, Any] | None:
-    """The content of the outbox row that was sent as ``provider_id`` (a keyboard's message)."""
-    query = select(col(OutboundMessage.content)).where(
-        col(OutboundMessage.channel) == channel, col(OutboundMessage.provider_id) == provider_id
-    )
-    content = (await session.execute(query)).scalars().first()
-    return dict(content) if content else None
-
-
-async def own_inbound(
-    session: AsyncSession, *, inbound_id: int, contact_id: int, address: str
-) -> None:
-    """Give a stored update its person, so FORGET (which erases by contact) reaches it."""
-    await session.execute(
-        update(InboundMessage)
-        .where(col(InboundMessage.id) == inbound_id)
-        .values(contact_id=contact_id, address=address)
-    )
-
-
-async def record_group(
-    session: AsyncSession, *, chat_id: str, title: str, kind: str, active: bool, now: datetime
-) -> TelegramGroup:
-    group = await session.get(TelegramGroup, chat_id)
-    if group is None:
-        group = TelegramGroup(chat_id=chat_id, added_at=now, updated_at=now)
-        session.add(group)
-    if title:
-        group.title = title[:255]
-    group.kind = kind[:16]
-    group.active = active
-    group.updated_at = now
-    await session.flush()
-    return group
-
-
-async def list_groups(session: AsyncSession) -> list[TelegramGroup]:
-    query = select(TelegramGroup).order_by(col(TelegramGroup.title), col(TelegramGroup.chat_id))
-    return list((await session.execute(query)).scalars())
-
-
-async def assign_group(
-    session: AsyncSession, *, chat_id: str, ward_code: str | None, now: datetime
-) -> TelegramGroup:
-    """Put a group in a ward. Raises LookupError naming whatever is unknown."""
-    group = await session.get(TelegramGroup, chat_id)
-    if group is None:
-        raise LookupError(
-            f"no Telegram group with chat id {chat_id}; see `civicbot telegram groups`"
-        )
-    if ward_code is not None and await session.get(Ward, ward_code) is None:
-        raise LookupError(f"no ward with code {ward_code}; see `civicbot wards list`")
-    group.ward_code = ward_code
-    group.updated_at = now
-    return group
 
 
 async def poll_by_telegram_id(session: AsyncSession, *, poll_id: str) -> TelegramPoll | None:

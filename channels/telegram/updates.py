@@ -1,0 +1,225 @@
+"""Telegram updates, parsed into neutral values. python-telegram-bot's ``Update.de_json`` reads
+the JSON; its objects stop here, and every value used is type-checked first (PTB trusts the
+JSON it is given)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from telegram import Message, Update
+from telegram.constants import ChatMemberStatus, ChatType
+
+from channels.text import clean_text
+
+POLL_OPTIONS_LIMIT = 100  # an option index in a poll answer beyond this is not Telegram's
+# The storage columns: an address (chat or user id), a provider id (update id), a group's chat id
+# and a poll id. A longer value is not Telegram's, and would overflow them on PostgreSQL.
+ADDRESS_MAX, PROVIDER_ID_MAX, GROUP_ID_MAX, POLL_ID_MAX = 64, 128, 32, 64
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+UPDATE_TYPES = ("message", "callback_query", "my_chat_member", "poll_answer")
+
+
+@dataclass(frozen=True)
+class BotIdentity:
+    id: int
+    username: str
+
+
+@dataclass(frozen=True)
+class PrivateText:
+    update_id: int
+    chat_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ButtonTap:
+    update_id: int
+    chat_id: str
+    callback_query_id: str
+    message_id: int | None
+    data: str
+
+
+@dataclass(frozen=True)
+class Membership:
+    """The bot was added to (``member``) or removed from a group."""
+
+    update_id: int
+    chat_id: str
+    title: str
+    kind: str
+    member: bool
+
+
+@dataclass(frozen=True)
+class GroupText:
+    update_id: int
+    chat_id: str
+    title: str
+    kind: str
+    addressed: bool  # a command for this bot, an @mention of it, or a reply to it
+    text: str
+
+
+@dataclass(frozen=True)
+class PollAnswered:
+    update_id: int
+    poll_id: str
+    user_id: str
+    option_ids: tuple[int, ...]  # empty: the vote was retracted
+
+
+@dataclass(frozen=True)
+class Ignored:
+    update_id: int
+    reason: str
+
+
+TelegramUpdate = PrivateText | ButtonTap | Membership | GroupText | PollAnswered | Ignored
+
+
+class InvalidUpdate(ValueError):
+    """The body is not a Telegram update."""
+
+
+KINDS: dict[type, str] = {
+    PrivateText: "message",
+    GroupText: "message",
+    ButtonTap: "callback_query",
+    Membership: "my_chat_member",
+    PollAnswered: "poll_answer",
+    Ignored: "ignored",
+}
+
+
+async def parse_update(data: Any, me: Callable[[], Awaitable[BotIdentity]]) -> TelegramUpdate:
+    """Validate a webhook body into one of the neutral update values.
+
+    Raises :class:`InvalidUpdate` for anything that is not a well-formed update: PTB does
+    not check types, so every value used here is checked before it is used or stored."""
+    if not isinstance(data, Mapping):
+        raise InvalidUpdate("not a Telegram update: not an object")
+    uid = _int(data.get("update_id"), "update_id")
+    _fits(str(uid), PROVIDER_ID_MAX, "update_id")
+    try:
+        update = Update.de_json(dict(data), None)
+    except Exception as exc:  # PTB trusts the JSON: a wrong shape fails in many ways
+        raise InvalidUpdate(f"not a Telegram update: {exc.__class__.__name__}") from exc
+    if update is None:
+        raise InvalidUpdate("not a Telegram update")
+    if update.callback_query is not None:
+        query = update.callback_query
+        message = query.message
+        query_id = _token(_str(query.id, "callback query id"), "callback query id")
+        data_text = _opt_str(query.data, "callback data")
+        if data_text is not None:
+            _token(data_text, "callback data")
+        if message is None or data_text is None:
+            return Ignored(uid, "callback without a message or data")
+        message_id = _int(message.message_id, "message_id")
+        return ButtonTap(uid, _chat_id(message.chat), query_id, message_id, data_text)
+    if update.poll_answer is not None:
+        answer = update.poll_answer
+        poll_id = _fits(_str(answer.poll_id, "poll_id"), POLL_ID_MAX, "poll_id")
+        if not isinstance(answer.option_ids, Sequence) or isinstance(answer.option_ids, str):
+            raise InvalidUpdate("not a Telegram update: option_ids")
+        option_ids = tuple(_int(i, "option id") for i in answer.option_ids)
+        if any(not 0 <= i < POLL_OPTIONS_LIMIT for i in option_ids):
+            raise InvalidUpdate("not a Telegram update: option id out of range")
+        if answer.user is None:  # answered on behalf of a chat: not a person
+            return Ignored(uid, "poll answer from a chat")
+        user_id = _fits(str(_int(answer.user.id, "user id")), ADDRESS_MAX, "user id")
+        return PollAnswered(uid, poll_id, user_id, option_ids)
+    if update.my_chat_member is not None:
+        change = update.my_chat_member
+        chat = change.chat
+        chat_id = _chat_id(chat)
+        title = _title(chat.title)
+        if chat.type not in (ChatType.GROUP, ChatType.SUPERGROUP):
+            return Ignored(uid, "membership change outside a group")
+        member = change.new_chat_member.status in (
+            ChatMemberStatus.MEMBER,
+            ChatMemberStatus.ADMINISTRATOR,
+            ChatMemberStatus.RESTRICTED,
+        )
+        return Membership(
+            uid, _fits(chat_id, GROUP_ID_MAX, "chat id"), title, chat.type, member
+        )
+    message = update.message
+    if message is None:
+        return Ignored(uid, "update type not used")
+    chat = message.chat
+    chat_id = _chat_id(chat)
+    raw_text = _opt_str(message.text, "text")
+    _opt_str(message.caption, "caption")
+    text = clean_text(raw_text or "")
+    if chat.type == ChatType.PRIVATE:
+        if not raw_text:
+            return Ignored(uid, "private message without text")
+        return PrivateText(uid, chat_id, text)
+    if chat.type in (ChatType.GROUP, ChatType.SUPERGROUP):
+        group_id = _fits(chat_id, GROUP_ID_MAX, "chat id")
+        title = _title(chat.title)
+        bot = await me()
+        return GroupText(
+            uid, group_id, title, chat.type, _addressed(message, bot.id, bot.username), text
+        )
+    return Ignored(uid, "message outside a private chat or group")
+
+
+
+
+def _int(value: Any, what: str) -> int:
+    """An integer (JSON ``true`` is not one)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidUpdate(f"not a Telegram update: {what} is not an integer")
+    return value
+
+
+def _str(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidUpdate(f"not a Telegram update: {what} is not a string")
+    return value
+
+
+def _opt_str(value: Any, what: str) -> str | None:
+    return None if value is None else _str(value, what)
+
+
+def _fits(value: str, limit: int, what: str) -> str:
+    if len(value) > limit:
+        raise InvalidUpdate(f"not a Telegram update: {what} longer than {limit} characters")
+    return _token(value, what)
+
+
+def _token(value: str, what: str) -> str:
+    """An id or code we store or look up: control characters (PostgreSQL refuses NUL) mean
+    the update is not Telegram's."""
+    if _CONTROL_CHARS.search(value):
+        raise InvalidUpdate(f"not a Telegram update: {what} has control characters")
+    return value
+
+
+def _chat_id(chat: Any) -> str:
+    """A chat's id as an address: an integer that fits the address columns."""
+    return _fits(str(_int(getattr(chat, "id", None), "chat id")), ADDRESS_MAX, "chat id")
+
+
+def _title(value: Any) -> str:
+    return clean_text(_opt_str(value, "chat title") or "")
+
+
+def _addressed(message: Message, bot_id: int, username: str) -> bool:
+    text = message.text or ""
+    mention = f"@{username}".lower()
+    if text.startswith("/"):
+        command = text.split(maxsplit=1)[0].lower()
+        return "@" not in command or command.endswith(mention)
+    if mention in text.lower():
+        return True
+    reply = message.reply_to_message
+    return reply is not None and reply.from_user is not None and reply.from_user.id == bot_id

@@ -1,0 +1,9 @@
+"""Every module that defines tables, imported here so that ``SQLModel.metadata`` (migrations,
+the schema test) and the erasure registry (:mod:`storage.erasure`) know them all. A domain
+that adds tables adds its module to this list."""
+
+from __future__ import annotations
+
+from storage import broadcasts, models, polls
+
+TABLE_MODULES = (models, polls, broadcasts)
