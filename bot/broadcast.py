@@ -47,6 +47,7 @@ from storage import broadcasts as store
 from storage import groups as group_store
 from storage import repositories as repo
 from storage.broadcasts import Broadcast, BroadcastRecipient, BroadcastStatus
+from storage.erasure import table_of
 from storage.models import ChannelIdentity, Contact, OutboundMessage, Priority
 
 log = logging.getLogger(__name__)
@@ -367,6 +368,7 @@ class BroadcastService:
                     rendered[key] = self.channels[r.channel].render(
                         MessageCreated(text), r.language
                     )
+                    rendered[key].setdefault("language", r.language)
                 row = repo.new_outbound(
                     channel=r.channel,
                     address=r.address,
@@ -378,16 +380,16 @@ class BroadcastService:
                 session.add(row)
                 rows.append((r.contact_id, row))
             await session.flush()
-            if rows:
+            if rows:  # one executemany on the table (not the ORM): link each recipient's row
+                table = table_of(BroadcastRecipient)
                 await session.execute(
-                    update(BroadcastRecipient)
+                    update(table)
                     .where(
-                        col(BroadcastRecipient.broadcast_id) == broadcast_id,
-                        col(BroadcastRecipient.contact_id) == bindparam("cid"),
+                        table.c.broadcast_id == broadcast_id,
+                        table.c.contact_id == bindparam("cid"),
                     )
                     .values(outbound_id=bindparam("oid")),
                     [{"cid": cid, "oid": row.id} for cid, row in rows],
-                    execution_options={"synchronize_session": False},
                 )
         return len(rows), len(batch) - len(new)
 

@@ -199,33 +199,33 @@ def flows_check(
     directory: Path = typer.Argument(None, help="An extra folder of flow YAML files to check."),
 ) -> None:
     """Validate the shipped flows (and DIRECTORY's) without starting anything."""
-    from bot.actions import builtin_actions
-    from flows.library import BUILTIN_DIR, FlowError, load_library
+    from bot.services import flow_folders, registered_actions
+    from flows.library import FlowError, load_library
 
-    folders = [BUILTIN_DIR] + ([directory] if directory else [])
     if directory is not None and not directory.is_dir():
         raise fail(f"{directory} is not a folder")
+    folders = flow_folders(settings_or_exit()) + ([directory] if directory else [])
     try:
-        library = load_library(folders, known_actions=builtin_actions())
+        library = load_library(folders, known_actions=registered_actions())
     except FlowError as exc:
         raise fail(str(exc)) from None
     for flow in library.flows.values():
         typer.echo(
             f"{flow.id:<16} {len(flow.nodes):>3} nodes  triggers: {', '.join(flow.triggers)}"
         )
+    typer.secho(f"all {len(library.flows)} flows are valid", fg=typer.colors.GREEN)
 
 
 # ---- Telegram webhook set-up: the channel's own business ------------------------------------
 
 
 def _telegram(settings: Settings, work: Callable[[Any], Awaitable[None]]) -> None:
-    from bot.services import telegram_channel
-    from flows.library import BUILTIN_DIR, load_library
+    from bot.services import flow_folders, telegram_channel
+    from flows.catalogue import load_catalogue
 
     if not settings.telegram_enabled:
         raise fail("Telegram is not configured: set CIVICBOT_TELEGRAM_TOKEN")
-    folders = [BUILTIN_DIR] + ([settings.flows_dir] if settings.flows_dir else [])
-    channel = telegram_channel(settings, load_library(folders).catalogue)
+    channel = telegram_channel(settings, load_catalogue(flow_folders(settings)[1:]))
 
     async def go() -> None:
         try:

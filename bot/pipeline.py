@@ -414,6 +414,7 @@ class Pipeline:
             if contact.opted_out_at is not None and not event.ignore_opt_out:
                 return
             content = work.channel.render(event, contact.language)
+            content.setdefault("language", contact.language)  # what the person was sent in
             self._queue(work, content, ignore_opt_out=event.ignore_opt_out)
         elif isinstance(event, Notice):
             work.tap = TapAnswer(notice=event.text or None, closed=event.closed)

@@ -1,7 +1,7 @@
 """The composition root: everything civicbot runs on, built from one Settings object.
 
 Features are listed here by hand. Nothing is constructed at import time; tests call
-:func:`build_services` with their own ``Settings`` (and clock, and extra channels).
+:func:`build_services` with their own ``Settings`` (and clock, and extra channels or actions).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -97,19 +98,33 @@ def telegram_channel(settings: Settings, catalogue: Catalogue) -> TelegramChanne
     )
 
 
+DOMAIN_FLOWS: tuple[Path, ...] = ()
+"""Each domain's flow folder (``flows/<domain>/``), listed by hand; loaded after the core
+flows and before a council's own (``CIVICBOT_FLOWS_DIR``)."""
+
+
+def registered_actions() -> dict[str, Action]:
+    """Every action flows may call: the core ones and each domain's, listed by hand."""
+    return builtin_actions()
+
+
+def flow_folders(settings: Settings) -> list[Path]:
+    return [BUILTIN_DIR, *DOMAIN_FLOWS, *([settings.flows_dir] if settings.flows_dir else [])]
+
+
 def build_services(
     settings: Settings,
     *,
     clock: Clock | None = None,
     channels: Mapping[str, Channel] | None = None,
+    actions: Mapping[str, Action] | None = None,
 ) -> Services:
     clock = clock or SystemClock()
     db = create_engine(settings.database_url)
     sessions = session_factory(db)
 
-    actions = builtin_actions()
-    flow_dirs = [BUILTIN_DIR] + ([settings.flows_dir] if settings.flows_dir else [])
-    library = load_library(flow_dirs, known_actions=actions)
+    actions = {**registered_actions(), **(actions or {})}
+    library = load_library(flow_folders(settings), known_actions=actions)
     catalogue = library.catalogue
 
     all_channels: dict[str, Channel] = {}

@@ -47,7 +47,7 @@ class Catalogue:
     def __contains__(self, key: object) -> bool:
         return key in self._texts
 
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         return sorted(self._texts)
 
     def local(self, key: str) -> dict[str, str]:

@@ -125,7 +125,8 @@ class Engine:
         Nobody is hijacked mid-question: someone waiting on a question (or on the FORGET
         confirmation) is sent a short notice naming the flow's keyword instead, their
         question stays open, and the flow (with these variables) starts when they send the
-        keyword. Someone idle, or whose last question timed out, starts the flow at once.
+        keyword. Someone idle, at the main menu (an ``interruptible`` flow), or whose last
+        question timed out, starts the flow at once.
         Nothing happens for a person who has opted out or not consented, or who is already
         in this flow. Raises ``KeyError`` for an unknown flow."""
         flow = self.library.flow(flow_id)
@@ -157,6 +158,9 @@ class Engine:
         if state.pending is not None:
             return True
         if state.flow_id is None or (state.expires_at is not None and run.now >= state.expires_at):
+            return False
+        flow = self.library.flows.get(state.flow_id)
+        if flow is None or flow.interruptible:
             return False
         return isinstance(self._current_node(run), ChoiceNode | MultiNode | InputNode)
 

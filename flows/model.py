@@ -199,6 +199,9 @@ class Flow(BaseModel):
     # The word to suggest in each language when the system offers this flow to someone who
     # is in the middle of another question (``VOTE`` / ``PLEIDLAIS``); one of the triggers.
     keyword: LocalText | None = None
+    # A flow whose question may be set aside when the system starts another flow (the main
+    # menu: navigation, not a question anyone is in the middle of answering).
+    interruptible: bool = False
     start: str
     nodes: dict[str, Node]
 

@@ -243,3 +243,7 @@ not_personal(
     "a delivery report waiting for its send to be recorded names no contact; it is applied "
     "(and deleted) within seconds, and purged after a day if nothing matches",
 )
+not_personal(
+    table_of(PostcodeWard),
+    "the postcode-to-ward lookup the council loads: public reference data, about no one",
+)

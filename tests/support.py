@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from channels.base import Content
 from channels.render import render_sms
 from channels.sms_text import DEFAULT_MAX_SEGMENTS
 from flows.catalogue import load_catalogue
-from flows.events import MessageCreated
+from flows.events import ActionResult, MessageCreated
 
 CATALOGUE = load_catalogue()
 
@@ -16,3 +18,52 @@ def sms(
 ) -> Content:
     """SMS content for a message, with the shipped catalogue."""
     return render_sms(message, language, max_segments, CATALOGUE)
+
+
+# ---- a ballot with 40 projects built from data (the platform's long lists) -----------------
+
+BALLOT_FLOW = """\
+id: ballot
+title: {en: Riverside fund, cy: Cronfa Glan-yr-afon}
+triggers: [VOTE, PLEIDLAIS]
+keyword: {en: VOTE, cy: PLEIDLAIS}
+start: load
+nodes:
+  load:
+    type: action
+    action: load_projects
+    outcomes: {ok: pick}
+  pick:
+    type: multi
+    text: {en: "Choose up to 5 projects for Riverside", cy: "Dewiswch hyd at 5 prosiect"}
+    options_from: vars.projects
+    budget: vars.budget
+    max: vars.most
+    save_as: projects
+    next: done
+  done:
+    type: end
+    text: {en: "Thanks, your choices are in.", cy: "Diolch, mae eich dewisiadau i mewn."}
+"""
+
+
+def forty_projects() -> list[dict[str, object]]:
+    return [
+        {
+            "id": f"p{k}",
+            "text": {"en": f"Project number {k}", "cy": f"Prosiect rhif {k}"},
+            "cost": 1000 * k,
+        }
+        for k in range(1, 41)
+    ]
+
+
+async def load_projects(ctx: object) -> ActionResult:
+    """The action the ballot flow calls: 40 projects, a 50,000 budget, at most 5 picks."""
+    return ActionResult("ok", {"projects": forty_projects(), "budget": 50_000, "most": 5})
+
+
+def ballot_flows(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ballot.yaml").write_text(BALLOT_FLOW)
+    return folder

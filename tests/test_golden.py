@@ -1,19 +1,39 @@
-"""Golden conversations: scripted inbound texts and the exact replies, through the simulator
-API with a fixed clock. ``pytest --update-golden`` rewrites the expected replies; review the
-diff before committing it."""
+"""Golden conversations: scripted messages and taps, and the exact replies, through the
+simulator API with a fixed clock, on the SMS or the Telegram style; then checks of what was
+stored (the contact's fields, the answers). ``pytest --update-golden`` rewrites the expected
+replies, buttons and notices; review the diff before committing it.
+
+A script: ``channel`` (sms, telegram), ``address``, ``steps`` and, checked at the end,
+``expect_contact`` (language, postcode, ward_code, consented, opted_out) and
+``expect_answers`` (answer key -> stored value, the latest of each). A step is ``send: TEXT``
+or ``tap: LABEL`` (Telegram: the button on the latest keyboard whose label starts with it),
+with ``expect`` (the reply texts), ``expect_keyboard`` (the labels of the last keyboard sent),
+and for taps ``expect_notice`` and ``expect_buttons`` (the tapped keyboard's labels after a
+toggle or page turn). The scripts run with the shipped flows
+plus ``tests/golden/flows`` (a ballot of 40 projects built by the ``load_projects`` action).
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+from sqlalchemy import select
 
+from bot.app import build_app
 from bot.clock import FixedClock
+from bot.services import Services, build_services
+from storage.db import upgrade
+from storage.models import Answer, Contact
+from tests.conftest import load_demo_wards, make_settings
+from tests.support import ballot_flows, load_projects
 
 GOLDEN = Path(__file__).parent / "golden"
+API = "/simulator/api/messages"
 
 
 class _BlockDumper(yaml.SafeDumper):
@@ -29,32 +49,116 @@ _BlockDumper.add_representer(str, _str)
 SCRIPTS = sorted(GOLDEN.glob("*.yaml"))
 
 
+@pytest.fixture
+async def golden(
+    sqlite_url: str, clock: FixedClock, tmp_path: Path
+) -> AsyncIterator[tuple[Services, httpx.AsyncClient]]:
+    settings = make_settings(sqlite_url, flows_dir=ballot_flows(tmp_path / "flows"))
+    services = build_services(settings, clock=clock, actions={"load_projects": load_projects})
+    await upgrade(services.db)
+    await load_demo_wards(services)
+    transport = httpx.ASGITransport(app=build_app(services), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield services, client
+    await services.close()
+
+
+class Phone:
+    """One simulated resident: what they were sent, so taps can find their buttons."""
+
+    def __init__(self, client: httpx.AsyncClient, channel: str, address: str) -> None:
+        self.client, self.channel, self.address = client, channel, address
+        self.keyboards: dict[str, list[dict[str, str]]] = {}
+        self.latest: str | None = None
+
+    async def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        response = await self.client.post(
+            API, json={"channel": self.channel, "address": self.address, **body}
+        )
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()
+        for reply in data["replies"]:
+            if reply["buttons"]:
+                self.keyboards[reply["id"]] = reply["buttons"]
+                self.latest = reply["id"]
+        if data.get("edited"):
+            self.keyboards[data["edited"]["id"]] = data["edited"]["buttons"]
+        return data
+
+    async def tap(self, label: str) -> dict[str, Any]:
+        assert self.latest is not None, "no keyboard to tap"
+        buttons = self.keyboards[self.latest]
+        found = [b for b in buttons if b["label"].startswith(label)]
+        assert found, f"no button {label!r} in {[b['label'] for b in buttons]}"
+        return await self.post({"choice": found[0]["data"], "message_id": self.latest})
+
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
 async def test_golden_conversation(
-    script: Path, client: httpx.AsyncClient, clock: FixedClock, request: pytest.FixtureRequest
+    script: Path,
+    golden: tuple[Services, httpx.AsyncClient],
+    clock: FixedClock,
+    request: pytest.FixtureRequest,
 ) -> None:
+    services, client = golden
     spec: dict[str, Any] = yaml.safe_load(script.read_text(encoding="utf-8"))
     update = request.config.getoption("--update-golden")
-    address = spec.get("address", "+447700900123")
+    phone = Phone(client, spec.get("channel", "sms"), spec.get("address", "+447700900123"))
     mismatches = []
     for number, step in enumerate(spec["steps"], start=1):
         clock.advance(minutes=step.get("wait_minutes", 1))
-        body = {"channel": spec.get("channel", "sms"), "address": address, "text": step["send"]}
-        if "id" in step:
-            body["id"] = step["id"]
-        response = await client.post("/simulator/api/messages", json=body)
-        assert response.status_code == 200, response.text
-        replies = [r["text"] for r in response.json()["replies"]]
+        if "tap" in step:
+            data = await phone.tap(step["tap"])
+            shown = {
+                "expect_notice": data["notice"],
+                "expect_buttons": [b["label"] for b in data["edited"]["buttons"]]
+                if data["edited"]
+                else None,
+            }
+        else:
+            body = {"text": step["send"], **({"id": step["id"]} if "id" in step else {})}
+            data = await phone.post(body)
+            shown = {}
+        shown["expect"] = [r["text"] for r in data["replies"]]
+        keyboards = [r["buttons"] for r in data["replies"] if r["buttons"]]
+        shown["expect_keyboard"] = [b["label"] for b in keyboards[-1]] if keyboards else None
+        for key, got in shown.items():
+            if key != "expect" and got is None and key not in step:
+                continue
+            if update:
+                step[key] = got
+            elif got != step.get(key):
+                label = step.get("send", f"tap {step.get('tap')!r}")
+                mismatches.append((number, label, key, step.get(key), got))
+    async with services.sessions() as session:
+        contact = (await session.execute(select(Contact).order_by(Contact.id))).scalars().first()
+        answers = {
+            a.key: a.value
+            for a in (await session.execute(select(Answer).order_by(Answer.id))).scalars()
+        }
+    stored = {
+        "expect_contact": None
+        if contact is None
+        else {
+            "language": contact.language,
+            "postcode": contact.postcode,
+            "ward_code": contact.ward_code,
+            "consented": contact.consent_at is not None,
+            "opted_out": contact.opted_out_at is not None,
+        },
+        "expect_answers": answers,
+    }
+    for key, got in stored.items():
         if update:
-            step["expect"] = replies
-        elif replies != step.get("expect"):
-            mismatches.append((number, step["send"], step.get("expect"), replies))
+            spec[key] = got
+        elif got != spec.get(key):
+            mismatches.append((0, "(stored)", key, spec.get(key), got))
     if update:
         script.write_text(
             yaml.dump(spec, Dumper=_BlockDumper, allow_unicode=True, sort_keys=False, width=100),
             encoding="utf-8",
         )
     assert not mismatches, "\n".join(
-        f"step {n} {sent!r}:\n  expected {exp!r}\n  got      {got!r}"
-        for n, sent, exp, got in mismatches
+        f"step {n} {sent}, {key}:\n  expected {exp!r}\n  got      {got!r}"
+        for n, sent, key, exp, got in mismatches
     )

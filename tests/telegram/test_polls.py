@@ -4,6 +4,7 @@ time (the scheduler's job) and from the CLI, and the result post."""
 from __future__ import annotations
 
 import asyncio
+import getpass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from bot.clock import FixedClock
 from bot.scheduler import build_scheduler
 from bot.services import build_services
 from flows.polls.service import PollError, PollService
+from storage.models import AuditLog
 from storage.polls import TelegramPoll, TelegramPollAnswer
 from tests.telegram.conftest import (
     GROUP,
@@ -78,6 +80,11 @@ async def test_poll_answers_retractions_and_closing_on_time(tg: TelegramBot) -> 
     assert tg.fake.sent("stopPoll") == []
     tg.clock.advance(hours=1)
     assert await updates.close_due() == 1
+    async with tg.services.sessions() as s:
+        closed_by = (
+            await s.execute(select(AuditLog.actor).where(AuditLog.action == "telegram_poll_closed"))
+        ).scalar_one()
+    assert closed_by == "scheduler"
     assert tg.fake.sent("stopPoll")[-1]["message_id"] == str(poll.message_id)
     await tg.dispatch()
     post = tg.fake.sent("sendMessage")[-1]
@@ -320,6 +327,21 @@ def test_cli_groups_assign_poll_and_close(tmp_path: Path, fake_api: FakeBotApi) 
     assert post_text["chat_id"] == str(GROUP) and "• Lights: 2 (67%)" in post_text["text"]
     again = runner.invoke(cli, ["telegram", "close-poll", "1"], env=env)
     assert again.exit_code == 2 and "closed at" in again.output
+
+    async def actors() -> dict[str, str]:
+        services = build_services(telegram_settings(db, fake_api.url))
+        try:
+            async with services.sessions() as session:
+                rows = (await session.execute(select(AuditLog))).scalars().all()
+            return {row.action: row.actor for row in rows}
+        finally:
+            await services.close()
+
+    # Issue #9, defect 4: the audit log names who really acted (here the officer at the CLI)
+    who = asyncio.run(actors())
+    login = f"cli:{getpass.getuser()}"
+    assert who["telegram_poll_sent"] == login and who["telegram_poll_closed"] == login
+    assert who["telegram_group_assigned"] == login
 
 
 def test_cli_webhook_commands(tmp_path: Path, fake_api: FakeBotApi) -> None:

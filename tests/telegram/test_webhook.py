@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import func, select
 
+from bot.app import build_app
+from bot.clock import FixedClock
+from bot.services import build_services
+from channels.telegram.client import TelegramChannel
 from channels.telegram.polling import run_polling
+from flows.events import MessageCreated
+from storage.db import upgrade
 from storage.models import Answer, Contact, InboundMessage, OutboundMessage, TelegramGroup
+from tests.support import CATALOGUE
 from tests.telegram.conftest import (
     BLOCKED,
     BOT_ID,
     BOT_USERNAME,
     GROUP,
     SECRET,
+    TOKEN,
     TOO_MANY,
     USER,
+    FakeBotApi,
     TelegramBot,
+    telegram_settings,
 )
 
 
@@ -315,3 +327,67 @@ async def test_polling_stops_promptly_mid_long_poll(tg: TelegramBot) -> None:
     await waiting.wait()
     stop.set()
     await asyncio.wait_for(task, timeout=5)
+
+
+async def test_a_failure_while_handling_is_a_503_and_the_redelivery_counts(
+    tmp_path: Path, database_url: str, fake_api: FakeBotApi
+) -> None:
+    """Issue #9, defect 2: any ValueError while handling was a 400, and Telegram does not send
+    a 4xx again, so a processing bug lost the message. Now only an unparseable body is 400."""
+
+    class Flaky(TelegramChannel):
+        failures = 1
+
+        def render(self, message: MessageCreated, language: str = "en") -> dict[str, Any]:
+            if self.failures:
+                self.failures -= 1
+                raise ValueError("a bug while rendering")
+            return super().render(message, language)
+
+    flaky = Flaky(token=TOKEN, catalogue=CATALOGUE, api_base=fake_api.url)
+    settings = telegram_settings(database_url, fake_api.url)
+    services = build_services(settings, clock=FixedClock(), channels={"telegram": flaky})
+    await upgrade(services.db)
+    transport = httpx.ASGITransport(app=build_app(services))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        bot = TelegramBot(services, client, fake_api, FixedClock())
+        update = bot.text("/start")
+        failed = await bot.post(update)
+        assert failed.status_code == 503
+        assert await count(bot, InboundMessage) == 0  # nothing of it was kept
+        again = await bot.post(update)  # Telegram delivers it again
+        assert again.status_code == 200 and again.json()["outcome"] == "message"
+        await bot.dispatch()
+        assert len(fake_api.sent("sendMessage")) == 1
+    await services.close()
+
+
+async def test_polling_retries_a_failed_update_instead_of_skipping_it(tg: TelegramBot) -> None:
+    """Issue #9, defect 3: in polling mode an update was skipped after any exception."""
+    import asyncio
+
+    tg.fake.updates.append(tg.text("/start"))
+    router = tg.services.telegram
+    assert router is not None
+    stop = asyncio.Event()
+    attempts: list[int] = []
+    original = router.channel.get_updates
+
+    async def get_once(offset: int | None, timeout: int = 30) -> list[dict[str, Any]]:
+        batch = await original(offset, 0)
+        if not batch and attempts:
+            stop.set()
+        return batch
+
+    async def handle(data: dict[str, Any]) -> None:
+        assert router is not None
+        attempts.append(data["update_id"])
+        if len(attempts) < 3:  # the database is briefly down
+            raise ConnectionError("database unavailable")
+        await (await router.handle(data)).run_follow_ups()
+
+    router.channel.get_updates = get_once  # type: ignore[method-assign]
+    await run_polling(router.channel, handle, stop, first_wait=0.01)
+    assert len(attempts) == 3 and len(set(attempts)) == 1
+    await tg.dispatch()
+    assert len(tg.fake.sent("sendMessage")) == 1  # handled once it worked, and only once
