@@ -5,6 +5,18 @@ channel's rate, and records what happened.
   ``outbox_max_attempts``, then the row fails;
 - permanent errors fail the row at once; an opted-out error also opts the contact out;
 - rows for contacts who opted out after the row was queued are cancelled, not sent.
+
+Sending at most once where the provider allows it. Just before a send, the row records that
+a send is in flight (``in_flight_since``); a definite outcome clears it. When the outcome is
+unknown — the provider did not answer (a read timeout) or this process died mid-send — the
+mark stays, and the next attempt first asks the provider whether the message went
+(:class:`channels.base.Lookup`: Twilio's message list, matching recipient, body and time, and
+skipping ids other rows already have) and records it instead of sending it again. Twilio
+also echoes the attempt id in its status callback URL, so the first status report of an
+accepted send records it even when the REST reply was lost. Telegram has no such lookup: a
+send Telegram accepted but did not confirm may go twice. A restarted dispatcher takes back
+its own in-flight rows at once (:func:`storage.repositories.reclaim_own`) rather than after
+the lease.
 """
 
 from __future__ import annotations
@@ -19,13 +31,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock
 from bot.settings import Settings
-from channels.base import Channel
-from channels.errors import PermanentError, RecipientOptedOut, RetryableError
+from channels.base import Channel, Lookup
+from channels.errors import ChannelError, PermanentError, RecipientOptedOut, RetryableError
 from storage import repositories as repo
 from storage.models import Contact, OutboundMessage, OutboxStatus
 
 log = logging.getLogger(__name__)
 
+CLOCK_SKEW = timedelta(minutes=1)  # between our clock and the provider's, at most
 ERASE_AFTER_SEND = "erase_after_send"
 """Content flag: blank the row's address and content once it is final (FORGET's reply)."""
 
@@ -60,11 +73,13 @@ class Dispatcher:
         channels: Mapping[str, Channel],
         clock: Clock,
         settings: Settings,
+        name: str | None = None,
     ) -> None:
         self.sessions = sessions
         self.channels = channels
         self.clock = clock
         self.settings = settings
+        self.name = name or settings.worker_name
         self.limiters = {name: RateLimiter(ch.rate_per_second) for name, ch in channels.items()}
         self._wake = asyncio.Event()
 
@@ -82,12 +97,25 @@ class Dispatcher:
                 now=now,
                 limit=self.settings.dispatcher_batch_size,
                 lease=timedelta(seconds=self.settings.outbox_lease_seconds),
+                claimer=self.name,
             )
         for row in rows:
             await self._deliver(row)
         return len(rows)
 
+    async def reclaim(self) -> int:
+        """Make this dispatcher's rows left mid-send by its previous run due now."""
+        async with self.sessions() as session, session.begin():
+            n = await repo.reclaim_own(session, claimer=self.name, now=self.clock.now())
+        if n:
+            log.info("took back %d message(s) left mid-send by the previous run", n)
+        return n
+
     async def run_forever(self, stop: asyncio.Event) -> None:
+        try:
+            await self.reclaim()
+        except Exception:  # the loop below retries; a failed reclaim only delays those rows
+            log.exception("could not take back rows left mid-send")
         while not stop.is_set():
             try:
                 handled = await self.run_once()
@@ -120,6 +148,7 @@ class Dispatcher:
                 row_id=row.id,
                 attempts=row.attempts,
                 until=now + timedelta(seconds=self.settings.outbox_lease_seconds),
+                in_flight_since=now,
             )
             if not renewed:
                 return "lost"
@@ -141,21 +170,47 @@ class Dispatcher:
         if verdict == "opted_out":
             await self._finish(row, status=OutboxStatus.CANCELLED, error="recipient opted out")
             return
+        if row.in_flight_since is not None and isinstance(channel, Lookup):
+            try:
+                earlier = await self._earlier_send(row, channel)
+            except ChannelError as exc:  # can't tell: don't send blind, ask again later
+                await self._retry(row, f"checking an earlier attempt: {exc}", None, unsure=True)
+                return
+            if earlier is not None:  # the earlier attempt went: record it, don't send again
+                await self._finish(row, status=OutboxStatus.SENT, provider_id=earlier)
+                return
+        content = {**row.content, "attempt": row.attempt_id}
         try:
-            provider_id = await channel.send(row.address, row.content)
+            provider_id = await channel.send(row.address, content)
         except RecipientOptedOut as exc:
             await self._finish(row, status=OutboxStatus.FAILED, error=str(exc), opt_out=True)
         except PermanentError as exc:
             await self._finish(row, status=OutboxStatus.FAILED, error=str(exc))
         except RetryableError as exc:
-            await self._retry(row, str(exc), exc.retry_after)
+            await self._retry(row, str(exc), exc.retry_after, unsure=exc.maybe_sent)
         except Exception as exc:  # an adapter bug: keep the row, retry later, and say so
             log.exception("channel %s raised an unmapped error", row.channel)
             await self._retry(row, f"unexpected error: {exc.__class__.__name__}", None)
         else:
             await self._finish(row, status=OutboxStatus.SENT, provider_id=provider_id)
 
-    async def _retry(self, row: OutboundMessage, error: str, retry_after: float | None) -> None:
+    async def _earlier_send(self, row: OutboundMessage, channel: Lookup) -> str | None:
+        """The provider id of an earlier attempt of this row that did go out, if any."""
+        assert row.in_flight_since is not None and row.address is not None
+        since = row.in_flight_since - CLOCK_SKEW
+        found = await channel.find_sent(row.address, row.content, since)
+        async with self.sessions() as session:
+            taken = await repo.known_provider_ids(session, channel=row.channel, provider_ids=found)
+        return next((sid for sid in found if sid not in taken), None)
+
+    async def _retry(
+        self,
+        row: OutboundMessage,
+        error: str,
+        retry_after: float | None,
+        *,
+        unsure: bool = False,
+    ) -> None:
         if row.attempts >= self.settings.outbox_max_attempts:
             await self._finish(row, status=OutboxStatus.FAILED, error=f"gave up: {error}")
             return
@@ -164,7 +219,11 @@ class Dispatcher:
         if retry_after is not None:
             delay = max(delay, retry_after)
         await self._finish(
-            row, status=OutboxStatus.QUEUED, error=error, retry_in=timedelta(seconds=delay)
+            row,
+            status=OutboxStatus.QUEUED,
+            error=error,
+            retry_in=timedelta(seconds=delay),
+            in_flight=unsure,
         )
 
     async def _finish(
@@ -176,9 +235,11 @@ class Dispatcher:
         provider_id: str | None = None,
         retry_in: timedelta | None = None,
         opt_out: bool = False,
+        in_flight: bool = False,
     ) -> None:
         """Record what happened, unless the row has been re-claimed since (then the newer
-        claim owns it)."""
+        claim owns it). ``in_flight``: the send may have gone out (keep the mark, so the next
+        attempt looks before sending)."""
         now = self.clock.now()
         async with self.sessions() as session, session.begin():
             row = await session.get(
@@ -193,6 +254,8 @@ class Dispatcher:
             row.status = status
             row.error = None if error is None else error[:500]
             row.updated_at = now
+            if not in_flight:
+                row.in_flight_since = None
             if provider_id is not None:
                 row.provider_id = provider_id
                 if self.channels[row.channel].delivery_reports:
@@ -203,9 +266,15 @@ class Dispatcher:
             if retry_in is not None:
                 row.next_attempt_at = now + retry_in
             if row.content.get(ERASE_AFTER_SEND) and status != OutboxStatus.QUEUED:
-                # The "your data has been erased" reply: once it has gone, forget where to.
+                # The "your data has been erased" reply: once it has gone, forget where to,
+                # and keep only a digest of its provider id (late reports are then dropped).
                 row.address = None
                 row.content = {}
+                if row.provider_id is not None:
+                    await repo.forget_provider_id(
+                        session, channel=row.channel, provider_id=row.provider_id, now=now
+                    )
+                    row.provider_id = None
             if opt_out and row.contact_id is not None:
                 await repo.mark_opted_out(
                     session,

@@ -49,15 +49,17 @@ def build_scheduler(services: Services) -> AsyncIOScheduler:
 
 
 HELD_REPORT_TTL = timedelta(days=1)
+FORGOTTEN_ID_TTL = timedelta(days=7)
 
 
 async def purge_held_reports(services: Services) -> int:
     """Drop delivery reports held for a day whose send was never recorded (not ours, or its
-    send failed after the provider accepted it)."""
+    send failed after the provider accepted it), and the digests of erased messages' ids
+    after a week (no provider reports that late)."""
+    now = services.clock.now()
     async with services.sessions() as session, session.begin():
-        n = await repo.purge_held_deliveries(
-            session, before=services.clock.now() - HELD_REPORT_TTL
-        )
+        n = await repo.purge_held_deliveries(session, before=now - HELD_REPORT_TTL)
+        await repo.purge_forgotten_ids(session, before=now - FORGOTTEN_ID_TTL)
     if n:
         log.info("dropped %d delivery report(s) that matched no message", n)
     return n

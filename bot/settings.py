@@ -7,6 +7,7 @@ passes the object down. Tests build ``Settings(...)`` directly.
 from __future__ import annotations
 
 import re
+import socket
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -48,6 +49,9 @@ class Settings(BaseSettings):
     outbox_backoff_max_seconds: float = Field(default=3600.0, gt=0)
     outbox_lease_seconds: float = Field(default=120.0, gt=0)
     simulator_rate_per_second: float = Field(default=1000.0, gt=0)
+    # This process's name as a dispatcher (rows it claims carry it; a restart under the same
+    # name takes its rows left mid-send back at once). One dispatcher per name.
+    worker_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=100)
     run_dispatcher: bool = True
     run_scheduler: bool = True
 

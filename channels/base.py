@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from flows.events import MessageCreated
@@ -59,7 +60,10 @@ class Channel(Protocol):
         ...
 
     async def send(self, address: str, content: Content) -> str | None:
-        """Send; return the provider's message id. Raise a :mod:`channels.errors` error."""
+        """Send; return the provider's message id. Raise a :mod:`channels.errors` error.
+        ``content["attempt"]``, when present, names this attempt (a provider that echoes it
+        back, as Twilio's status callback URL does, lets a lost reply be told from a lost
+        send)."""
         ...
 
 
@@ -89,6 +93,17 @@ class Taps(Protocol):
 
     def redraw(self, content: Content, meaning: TapMeaning) -> Content:
         """``content`` with its keyboard showing ``meaning``'s selection and page."""
+        ...
+
+
+@runtime_checkable
+class Lookup(Protocol):
+    """A channel whose provider can be asked what it has sent (Twilio's message list): used
+    before sending again a message whose earlier attempt may have gone out."""
+
+    async def find_sent(self, address: str, content: Content, since: datetime) -> list[str]:
+        """Provider ids of messages to ``address`` with this content created since ``since``,
+        newest first."""
         ...
 
 

@@ -9,11 +9,16 @@ class ChannelError(Exception):
 
 
 class RetryableError(ChannelError):
-    """Try again later (rate limited, provider 5xx, timeout)."""
+    """Try again later (rate limited, provider 5xx, timeout). ``maybe_sent``: the request may
+    have reached the provider and been accepted (the answer was lost: a read timeout, a
+    dropped connection), so the message may already be on its way."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, *, maybe_sent: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.maybe_sent = maybe_sent
 
 
 class PermanentError(ChannelError):

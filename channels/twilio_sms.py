@@ -18,6 +18,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -49,18 +50,26 @@ UNSUBSCRIBED = 21610  # the recipient texted STOP to this sender
 TOO_MANY_REQUESTS = 20429
 UNDELIVERABLE = range(30003, 30009)  # unreachable, blocked, unknown, landline, carrier, filtered
 
+# Transport errors that mean the request never reached Twilio (nothing can have been sent).
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
 # Twilio's Advanced Opt-Out names the keyword class it recognised; the engine's words for them.
 OPT_OUT_TYPES = {"STOP": "STOP", "START": "START", "HELP": "HELP"}
 
 
 def classify_error(
-    *, status: int | None = None, code: int | None = None, detail: str = ""
+    *,
+    status: int | None = None,
+    code: int | None = None,
+    detail: str = "",
+    maybe_sent: bool = False,
 ) -> ChannelError:
     """The one mapping from a Twilio failure to a :mod:`channels.errors` type.
 
     ``status`` is the REST API's HTTP status (None when no answer came: a timeout or a
     connection failure); ``code`` is Twilio's error code, from the REST error body or a
-    delivery report's ``ErrorCode``.
+    delivery report's ``ErrorCode``. ``maybe_sent``: no answer came after the request went
+    out (a read timeout, a dropped connection), so Twilio may have accepted the message.
     """
     label = f"twilio {code or status or 'no response'}: {detail}".rstrip(": ")
     if code == UNSUBSCRIBED:
@@ -68,7 +77,7 @@ def classify_error(
     if code is not None and code in UNDELIVERABLE:
         return PermanentError(label)
     if status is None and code is None:
-        return RetryableError(label)
+        return RetryableError(label, maybe_sent=maybe_sent)
     if code == TOO_MANY_REQUESTS or status == 429 or (status is not None and status >= 500):
         return RetryableError(label)
     return PermanentError(label)
@@ -186,19 +195,50 @@ class TwilioSmsChannel(SmsPaging):
             if self.messaging_service_sid
             else {"from_": str(self.from_number)}
         )
+        callback = self.public_url + STATUS_CALLBACK_PATH
+        attempt = content.get("attempt")
+        if isinstance(attempt, str) and attempt.isalnum():
+            # Twilio calls back with this URL, so even if its reply to this request is lost,
+            # the first status report tells us this attempt was accepted and its SID.
+            callback += f"?attempt={attempt}"
         try:
             message = await self._client.messages.create_async(
                 to=address,
                 body=str(content.get("text", "")),
-                status_callback=self.public_url + STATUS_CALLBACK_PATH,
+                status_callback=callback,
                 **sender,
             )
         except TwilioRestException as exc:
             raise classify_error(status=exc.status, code=_int(exc.code), detail=exc.msg) from exc
-        except httpx.TransportError as exc:  # timeouts, refused connections, broken responses
+        except NOT_SENT as exc:  # the request never reached Twilio
             raise classify_error(detail=exc.__class__.__name__) from exc
+        except httpx.TransportError as exc:  # no answer after sending: it may have gone
+            raise classify_error(detail=exc.__class__.__name__, maybe_sent=True) from exc
         sid = message.sid
         return str(sid) if sid else None
+
+    async def find_sent(self, address: str, content: Content, since: datetime) -> list[str]:
+        """SIDs of messages Twilio holds to ``address`` from our sender with this body,
+        created since ``since`` (newest first): what an earlier attempt may have sent."""
+        sender: dict[str, str] = {} if self.messaging_service_sid else {
+            "from_": str(self.from_number)
+        }
+        body = str(content.get("text", ""))
+        try:
+            messages = await self._client.messages.list_async(to=address, limit=20, **sender)
+        except TwilioRestException as exc:
+            raise classify_error(status=exc.status, code=_int(exc.code), detail=exc.msg) from exc
+        except httpx.TransportError as exc:
+            raise classify_error(detail=exc.__class__.__name__) from exc
+        found = []
+        for message in messages:
+            created = message.date_created
+            if message.body != body or not message.sid:
+                continue
+            if isinstance(created, datetime) and created < since:
+                continue
+            found.append(str(message.sid))
+        return found
 
     async def aclose(self) -> None:
         await self._transport.aclose()

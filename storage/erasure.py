@@ -11,7 +11,7 @@ columns are not about a resident says so with :func:`not_personal`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -69,6 +69,8 @@ class Rule:
     blank: Mapping[str, Any] = field(default_factory=dict)
     keeps: Mapping[str, str] = field(default_factory=dict)
     order: int = 50
+    # Runs first, with the person's rows still there (to keep something anonymous of them).
+    before: Callable[[AsyncSession, ColumnElement[bool], datetime], Awaitable[None]] | None = None
 
     def covers(self) -> set[str]:
         """The columns this rule takes care of."""
@@ -116,6 +118,8 @@ async def erase(session: AsyncSession, *, contact_id: int, now: datetime) -> Non
             mine: ColumnElement[bool] = table.c[rule.via.column].in_(ids)
         else:
             mine = table.c[rule.link] == contact_id
+        if rule.before is not None:
+            await rule.before(session, mine, now)
         if rule.delete:
             condition = mine if rule.delete_where is None else mine & rule.delete_where
             await session.execute(delete(table).where(condition))

@@ -5,11 +5,13 @@ All timestamps are timezone-aware UTC (:class:`storage.types.UTCDateTime`).
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, ColumnElement, Index, UniqueConstraint, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col
 
 from storage.erasure import ERASED_AT, Rule, Via, not_personal, register, table_of
@@ -130,6 +132,12 @@ class OutboundMessage(SQLModel, table=True):
     provider_id: str | None = Field(default=None, max_length=128, index=True)
     error: str | None = Field(default=None, max_length=500)
     segments: int | None = None
+    # The current send attempt (see bot/dispatcher.py): its id (Twilio echoes it in the status
+    # callback URL), which dispatcher claimed it, and when a send that may have reached the
+    # provider began (set just before sending, cleared once the outcome is known).
+    attempt_id: str | None = Field(default=None, max_length=32, index=True)
+    claimed_by: str | None = Field(default=None, max_length=128)
+    in_flight_since: datetime | None = _ts()
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     sent_at: datetime | None = _ts()
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
@@ -153,6 +161,18 @@ class HeldDeliveryReport(SQLModel, table=True):
     error: str | None = Field(default=None, max_length=500)
     opted_out: bool = Field(default=False)
     received_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+
+
+class ForgottenProviderId(SQLModel, table=True):
+    """A digest of the provider id of a message erased by FORGET (see
+    ``repositories.forgotten_id``): a delivery report that comes for it later is recognised
+    and dropped instead of being held with the id (which the provider maps to a phone
+    number). Purged after a week."""
+
+    __tablename__ = "forgotten_provider_ids"
+
+    digest: str = Field(primary_key=True, max_length=80)
+    forgotten_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
 
 
 class Answer(SQLModel, table=True):
@@ -203,7 +223,31 @@ class TelegramGroup(SQLModel, table=True):
 # a Telegram chat:message id leads back to the person), and even their times would link what
 # is kept to the person. Answers stay counted, detached, unless they are personal in
 # themselves. The contact row stays, blank, so that ids in the audit log stay meaningless.
-register(Rule(table_of(OutboundMessage), delete=True, order=10))
+async def _remember_provider_ids(
+    session: AsyncSession, mine: ColumnElement[bool], now: datetime
+) -> None:
+    """Keep digests of the person's messages' provider ids, so late delivery reports for
+    them are dropped rather than held (with the id) for a day."""
+    table = table_of(OutboundMessage)
+    query = select(table.c.channel, table.c.provider_id).where(
+        mine, table.c.provider_id.is_not(None)
+    )
+    for channel, provider_id in (await session.execute(query)).all():
+        digest = forgotten_digest(channel, str(provider_id))
+        if await session.get(ForgottenProviderId, digest) is None:
+            session.add(ForgottenProviderId(digest=digest, forgotten_at=now))
+    await session.flush()
+
+
+def forgotten_digest(channel: str, provider_id: str) -> str:
+    """What is kept of an erased message's provider id: a digest (provider ids are long
+    random strings, so it can't be turned back into one)."""
+    return hashlib.sha256(f"{channel}\0{provider_id}".encode()).hexdigest()
+
+
+register(
+    Rule(table_of(OutboundMessage), delete=True, order=10, before=_remember_provider_ids)
+)
 register(Rule(table_of(InboundMessage), delete=True, order=20))
 register(
     Rule(

@@ -3,6 +3,7 @@ transaction so that state, answers and outbox rows land together or not at all."
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from storage.models import (
     ChannelIdentity,
     Contact,
     Conversation,
+    ForgottenProviderId,
     HeldDeliveryReport,
     InboundMessage,
     OutboundMessage,
@@ -26,6 +28,7 @@ from storage.models import (
     PostcodeWard,
     Priority,
     Ward,
+    forgotten_digest,
 )
 
 assert schema.TABLE_MODULES  # every table's erasure rule is registered before erase() runs
@@ -222,12 +225,15 @@ async def claim_due(
     now: datetime,
     limit: int,
     lease: timedelta,
+    claimer: str = "dispatcher",
 ) -> list[OutboundMessage]:
     """Claim up to ``limit`` due outbox rows for the given channels, replies before bulk.
 
-    A claimed row is ``sending`` with a lease until ``next_attempt_at``; a dispatcher that died
-    mid-send leaves it to be claimed again when the lease runs out. On PostgreSQL the rows are
-    taken ``FOR UPDATE SKIP LOCKED`` so several dispatchers never claim the same row.
+    A claimed row is ``sending`` with a lease until ``next_attempt_at``, a new ``attempt_id``
+    and ``claimed_by`` set to ``claimer``; a dispatcher that died mid-send leaves it to be
+    claimed again when the lease runs out (or at once when it restarts, see
+    :func:`reclaim_own`). On PostgreSQL the rows are taken ``FOR UPDATE SKIP LOCKED`` so
+    several dispatchers never claim the same row.
     """
     query = (
         select(OutboundMessage)
@@ -247,10 +253,57 @@ async def claim_due(
     for row in rows:
         row.status = OutboxStatus.SENDING
         row.attempts += 1
+        row.attempt_id = uuid.uuid4().hex
+        row.claimed_by = claimer[:128]
         row.next_attempt_at = now + lease
         row.updated_at = now
     await session.flush()
     return rows
+
+
+async def reclaim_own(session: AsyncSession, *, claimer: str, now: datetime) -> int:
+    """A restarted dispatcher's rows left ``sending`` by its previous run: due at once,
+    instead of when their lease runs out. Only rows claimed under ``claimer``'s name: one
+    dispatcher runs under a name at a time."""
+    result = await session.execute(
+        update(OutboundMessage)
+        .where(
+            col(OutboundMessage.status) == OutboxStatus.SENDING,
+            col(OutboundMessage.claimed_by) == claimer,
+            col(OutboundMessage.next_attempt_at) > now,
+        )
+        .values(next_attempt_at=now)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def known_provider_ids(
+    session: AsyncSession, *, channel: str, provider_ids: Sequence[str]
+) -> set[str]:
+    """Which of these provider ids an outbox row already has."""
+    if not provider_ids:
+        return set()
+    query = select(col(OutboundMessage.provider_id)).where(
+        col(OutboundMessage.channel) == channel,
+        col(OutboundMessage.provider_id).in_(list(provider_ids)),
+    )
+    return {str(p) for p in (await session.execute(query)).scalars() if p}
+
+
+async def forget_provider_id(
+    session: AsyncSession, *, channel: str, provider_id: str, now: datetime
+) -> None:
+    """Keep only a digest of an erased message's provider id (see ForgottenProviderId)."""
+    digest = forgotten_digest(channel, provider_id)
+    if await session.get(ForgottenProviderId, digest) is None:
+        session.add(ForgottenProviderId(digest=digest, forgotten_at=now))
+
+
+async def purge_forgotten_ids(session: AsyncSession, *, before: datetime) -> int:
+    result = await session.execute(
+        delete(ForgottenProviderId).where(col(ForgottenProviderId.forgotten_at) < before)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def sent_content(
@@ -301,14 +354,20 @@ async def record_delivery(
     error: str | None,
     opted_out: bool,
     now: datetime,
+    attempt: str | None = None,
 ) -> OutboundMessage | None:
     """Record a provider's delivery report on the outbox row it sent as ``provider_id``.
 
     Reports can arrive out of order, so a final status (delivered, undelivered, failed) is
     never replaced by an earlier one. The provider's own word is kept in
-    ``content["provider_status"]``. When no row has that provider id yet (the provider called
-    back before its REST reply reached the dispatcher), the report is held for
-    `apply_held_deliveries` and None is returned.
+    ``content["provider_status"]``.
+
+    When no row has that provider id yet, the report's ``attempt`` (the send attempt id the
+    dispatcher put in the callback URL) finds the row: its send was accepted even if the
+    provider's reply to it was lost, so the row records the provider id and is sent, and
+    is not sent again. Without a matching attempt (the provider called back before its reply
+    reached the dispatcher), the report is held for `apply_held_deliveries` and None is
+    returned; a report for a message erased by FORGET is dropped.
     """
     await _lock_provider_id(session, channel, provider_id)
     query = (
@@ -320,9 +379,29 @@ async def record_delivery(
         .with_for_update()
     )
     row = (await session.execute(query)).scalars().first()
+    if row is None and attempt:
+        by_attempt = (
+            select(OutboundMessage)
+            .where(
+                col(OutboundMessage.channel) == channel,
+                col(OutboundMessage.attempt_id) == attempt[:32],
+                col(OutboundMessage.provider_id).is_(None),
+            )
+            .with_for_update()
+        )
+        row = (await session.execute(by_attempt)).scalars().first()
+        if row is not None:
+            row.provider_id = provider_id
+            row.in_flight_since = None
+            if row.status in (OutboxStatus.SENDING, OutboxStatus.QUEUED):
+                row.status = OutboxStatus.SENT
+                row.sent_at = now
+                row.error = None
     if row is not None:
         _apply_delivery(row, status, provider_status, error, now)
         return row
+    if await session.get(ForgottenProviderId, forgotten_digest(channel, provider_id)):
+        return None  # a message erased by FORGET: nothing to record, and nothing to hold
     session.add(
         HeldDeliveryReport(
             channel=channel,
@@ -485,10 +564,21 @@ async def keyboard_message(
 
 
 async def renew_claim(
-    session: AsyncSession, *, row_id: int | None, attempts: int, until: datetime
+    session: AsyncSession,
+    *,
+    row_id: int | None,
+    attempts: int,
+    until: datetime,
+    in_flight_since: datetime | None = None,
 ) -> bool:
     """Extend a claimed outbox row's lease, only if it is still the same claim (nobody has
-    re-claimed it since its lease ran out)."""
+    re-claimed it since its lease ran out); with ``in_flight_since``, also record that a send
+    is about to start (kept when the row already says an earlier one may have gone)."""
+    values: dict[str, Any] = {"next_attempt_at": until}
+    if in_flight_since is not None:
+        values["in_flight_since"] = func.coalesce(
+            col(OutboundMessage.in_flight_since), in_flight_since
+        )
     result = await session.execute(
         update(OutboundMessage)
         .where(
@@ -496,7 +586,7 @@ async def renew_claim(
             col(OutboundMessage.status) == OutboxStatus.SENDING,
             col(OutboundMessage.attempts) == attempts,
         )
-        .values(next_attempt_at=until)
+        .values(**values)
         .returning(col(OutboundMessage.id))
     )
     return result.first() is not None

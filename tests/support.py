@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import SQLModel
 
 from channels.base import Content
 from channels.render import render_sms
 from channels.sms_text import DEFAULT_MAX_SEGMENTS
 from flows.catalogue import load_catalogue
 from flows.events import ActionResult, MessageCreated
+from storage import schema
 
 CATALOGUE = load_catalogue()
+assert schema.TABLE_MODULES  # every table is on SQLModel.metadata for dump_database
 
 
 def sms(
@@ -67,3 +74,40 @@ def ballot_flows(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "ballot.yaml").write_text(BALLOT_FLOW)
     return folder
+
+
+async def dump_database(sessions: async_sessionmaker[AsyncSession]) -> str:
+    """Every row of every table as text, for searching what a database still holds."""
+    lines: list[str] = []
+    async with sessions() as session:
+        for table in SQLModel.metadata.sorted_tables:
+            for row in (await session.execute(select(table))).all():
+                values = [json.dumps(v, default=str, ensure_ascii=False) for v in row]
+                lines.append(f"{table.name}: {' | '.join(values)}")
+    return "\n".join(lines)
+
+
+FEEDBACK_FLOW = """\
+id: feedback
+title: Feedback
+triggers: [FEEDBACK]
+start: rate
+nodes:
+  rate:
+    type: choice
+    text: How is the park?
+    options:
+      - {id: good, text: Good}
+      - {id: poor, text: Poor}
+    save_as: rating
+    next: say
+  say:
+    type: input
+    text: Tell us more
+    personal: true
+    save_as: comment
+    next: done
+  done:
+    type: end
+    text: Thank you.
+"""

@@ -116,6 +116,7 @@ def router(services: Services, channel: TwilioSmsChannel) -> APIRouter:
             opted_out = isinstance(report.error, RecipientOptedOut)
             # None: Twilio reported before its REST reply (with this SID) reached the
             # dispatcher; the report is held until the dispatcher records the SID.
+            attempt = request.query_params.get("attempt")
             row = await repo.record_delivery(
                 session,
                 channel=channel.name,
@@ -125,6 +126,7 @@ def router(services: Services, channel: TwilioSmsChannel) -> APIRouter:
                 error=None if report.error is None else str(report.error),
                 opted_out=opted_out,
                 now=now,
+                attempt=attempt if attempt and attempt.isalnum() else None,
             )
             if row is not None and opted_out and row.contact_id is not None:
                 await repo.mark_opted_out(

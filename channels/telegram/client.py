@@ -66,7 +66,9 @@ def map_error(exc: TelegramError) -> ChannelError:
     if isinstance(exc, BadRequest):  # before NetworkError: PTB's BadRequest subclasses it
         return PermanentError(f"telegram: {exc.message}")
     if isinstance(exc, TimedOut | NetworkError):  # TimedOut is a NetworkError; 5xx land here
-        return RetryableError(f"telegram unreachable: {exc.message}")
+        # No answer: Telegram may have delivered the message (it has no way to ask), so a
+        # retry can send it twice; see the README's delivery guarantee.
+        return RetryableError(f"telegram unreachable: {exc.message}", maybe_sent=True)
     return PermanentError(f"telegram: {exc.__class__.__name__}: {exc.message}")
 
 

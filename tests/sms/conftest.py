@@ -4,6 +4,9 @@ built from Settings that point the real twilio client at it.
 The fake answers ``POST /2010-04-01/Accounts/{sid}/Messages.json`` like Twilio does (201 and a
 message resource) and records every request, so tests assert on what was actually sent. Tests
 can script failures (HTTP status + Twilio error body) or a slow answer for the next sends.
+``GET`` on the same path lists the accepted messages (filtered by To and From, newest first),
+as Twilio's message list does. Message times come from ``fake.now`` (tests set it to their
+fixed clock).
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -57,6 +62,8 @@ class FakeTwilio:
     scripted: list[tuple[int, dict[str, Any], float]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    accepted: list[dict[str, Any]] = field(default_factory=list)  # message resources
 
     def fail_next(self, status: int, code: int | None = None, message: str = "error") -> None:
         """The next send gets this HTTP status and a Twilio error body."""
@@ -82,6 +89,31 @@ def _handler(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
             pass
 
+        def do_GET(self) -> None:
+            path, _, query = self.path.partition("?")
+            params = {k: v[0] for k, v in parse_qs(query).items()}
+            with fake.lock:
+                fake.requests.append(Sent("GET", self.path, params, None, 200))
+                found = [
+                    m
+                    for m in reversed(fake.accepted)
+                    if m["to"] == params.get("To", m["to"])
+                    and m["from"] == params.get("From", m["from"])
+                ]
+            body = {
+                "messages": found[: int(params.get("PageSize", "50"))],
+                "page": 0,
+                "page_size": int(params.get("PageSize", "50")),
+                "next_page_uri": None,
+                "uri": path,
+            }
+            payload = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length).decode("utf-8")
@@ -105,6 +137,9 @@ def _handler(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:
             if auth != (ACCOUNT_SID, AUTH_TOKEN):
                 status, body = 401, {"code": 20003, "message": "Authenticate", "status": 401}
             sent.status = status
+            if status == 201:
+                with fake.lock:
+                    fake.accepted.append(body)
             payload = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -124,8 +159,8 @@ def _handler(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:
                 "num_segments": "1",
                 "direction": "outbound-api",
                 "api_version": "2010-04-01",
-                "date_created": "Mon, 05 Jan 2026 09:00:00 +0000",
-                "date_updated": "Mon, 05 Jan 2026 09:00:00 +0000",
+                "date_created": format_datetime(fake.now(), usegmt=True),
+                "date_updated": format_datetime(fake.now(), usegmt=True),
                 "error_code": None,
                 "error_message": None,
                 "uri": f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{sid}.json",
@@ -270,6 +305,7 @@ async def sms_bot(
 ) -> AsyncIterator[SmsBot]:
     """The bot on each database (SQLite file, PostgreSQL) with Twilio pointed at the fake."""
     clock = FixedClock()
+    fake_twilio.now = clock.now  # the fake stamps messages with the test's clock
     settings = sms_settings(tmp_path, fake_twilio, database_url=database_url, **sms_overrides)
     services = build_services(settings, clock=clock)
     await upgrade(services.db)

@@ -3,19 +3,22 @@ failed REST calls against the fake Twilio server."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from bot.dispatcher import Dispatcher
 from bot.scheduler import purge_held_reports
 from channels.errors import PermanentError, RecipientOptedOut, RetryableError
 from channels.twilio_sms import classify_error
 from storage import repositories as repo
 from storage.models import AuditLog, Contact, HeldDeliveryReport, OutboundMessage, OutboxStatus
-from tests.sms.conftest import SmsBot
+from tests.sms.conftest import ACCOUNT_SID, SmsBot
 
 STATUS = "/webhooks/twilio/status"
 
@@ -197,3 +200,111 @@ def test_twilio_errors_map_to_one_typed_set(
     status: int | None, code: int | None, expected: type[Exception]
 ) -> None:
     assert type(classify_error(status=status, code=code)) is expected
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait for something another thread does (the fake Twilio answering late)."""
+    for _ in range(400):
+        if condition():
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError("the fake Twilio never got there")
+
+
+@pytest.mark.parametrize("sms_overrides", [{"twilio_timeout_seconds": 0.2}])
+async def test_a_send_twilio_took_but_answered_late_is_not_sent_again(
+    sms_bot: SmsBot, sms_overrides: dict[str, Any]
+) -> None:
+    """Issue #10, item 5: the reply timed out after Twilio accepted the message; the retry
+    used to send it a second time. Now it asks Twilio first."""
+    sms_bot.fake.delay_next(1.0)
+    await sms_bot.text("JOIN")
+    assert await sms_bot.dispatch() == []  # timed out
+    [row] = await sms_bot.outbox()
+    assert row.status == OutboxStatus.QUEUED and row.in_flight_since is not None
+    await _until(lambda: len(sms_bot.fake.accepted) == 1)  # Twilio did take it
+    sms_bot.clock.advance(seconds=sms_bot.services.settings.outbox_backoff_seconds)
+    assert await sms_bot.dispatch() == []  # found, not sent again
+    [row] = await sms_bot.outbox()
+    assert row.status == OutboxStatus.SENT and row.provider_id == sms_bot.fake.accepted[0]["sid"]
+    assert row.in_flight_since is None
+    assert [m.method for m in sms_bot.fake.requests] == ["POST", "GET"]
+
+
+@pytest.mark.parametrize("sms_overrides", [{"twilio_timeout_seconds": 0.2}])
+async def test_a_timed_out_send_twilio_never_took_is_sent_again(
+    sms_bot: SmsBot, sms_overrides: dict[str, Any]
+) -> None:
+    # a late answer that says it failed: Twilio did not take it
+    sms_bot.fake.scripted.append((500, {"code": 20500, "message": "x", "status": 500}, 1.0))
+    await sms_bot.text("JOIN")
+    await sms_bot.dispatch()
+    await _until(lambda: sms_bot.fake.messages and sms_bot.fake.messages[0].status == 500)
+    sms_bot.clock.advance(seconds=sms_bot.services.settings.outbox_backoff_seconds)
+    [body] = await sms_bot.dispatch()  # nothing went: the retry sends it
+    assert body.startswith("Welcome to civicbot")
+
+
+@pytest.mark.parametrize("sms_overrides", [{"twilio_timeout_seconds": 0.2}])
+async def test_a_status_report_for_a_lost_reply_records_the_send(
+    sms_bot: SmsBot, sms_overrides: dict[str, Any]
+) -> None:
+    sms_bot.fake.delay_next(1.0)
+    await sms_bot.text("JOIN")
+    await sms_bot.dispatch()
+    await _until(lambda: len(sms_bot.fake.accepted) == 1)
+    [row] = await sms_bot.outbox()
+    sid = sms_bot.fake.accepted[0]["sid"]
+    path = f"/webhooks/twilio/status?attempt={row.attempt_id}"
+    form = {"MessageSid": sid, "MessageStatus": "sent", "AccountSid": ACCOUNT_SID}
+    assert (await sms_bot.post(path, form)).status_code == 204
+    [row] = await sms_bot.outbox()
+    assert (row.status, row.provider_id) == (OutboxStatus.SENT, sid)
+    sms_bot.clock.advance(hours=1)
+    assert await sms_bot.dispatch() == []
+    assert [m.method for m in sms_bot.fake.requests] == ["POST"]
+
+
+async def test_a_restarted_dispatcher_takes_its_rows_back_at_once_without_resending(
+    sms_bot: SmsBot,
+) -> None:
+    """Issue #10, item 5: after kill -9 between Twilio's acceptance and our commit, the row
+    waited out its 120 s lease and was then sent again."""
+    services = sms_bot.services
+    await sms_bot.text("JOIN")
+    await sms_bot.text("HELP", sender="+447700900124")
+    now = sms_bot.clock.now()
+    lease = timedelta(seconds=services.settings.outbox_lease_seconds)
+    async with services.sessions() as s, s.begin():  # what the dying dispatcher did
+        claimed = await repo.claim_due(
+            s, channels=["sms"], now=now, limit=10, lease=lease, claimer="host-a"
+        )
+        for row in claimed:
+            await repo.renew_claim(
+                s, row_id=row.id, attempts=row.attempts, until=now + lease, in_flight_since=now
+            )
+    first = claimed[0]
+    assert first.address is not None
+    await services.channels["sms"].send(first.address, first.content)  # Twilio took one...
+    # ... and the process died before recording it. Another host's dispatcher leaves them be:
+    other = Dispatcher(
+        sessions=services.sessions,
+        channels=services.channels,
+        clock=sms_bot.clock,
+        settings=services.settings,
+        name="host-b",
+    )
+    assert await other.reclaim() == 0 and await other.run_once() == 0
+    restarted = Dispatcher(
+        sessions=services.sessions,
+        channels=services.channels,
+        clock=sms_bot.clock,
+        settings=services.settings,
+        name="host-a",
+    )
+    assert await restarted.reclaim() == 2  # due now, not in 120 s
+    assert await restarted.run_once() == 2
+    rows = {r.id: r for r in await sms_bot.outbox()}
+    assert all(r.status == OutboxStatus.SENT for r in rows.values())
+    bodies = sms_bot.fake.bodies
+    assert len(bodies) == 2 and len(set(bodies)) == 2  # one each: the first was not repeated

@@ -50,8 +50,11 @@ async def test_signed_inbound_sms_is_answered_by_a_rest_send(sms_bot: SmsBot) ->
     assert sent.form["From"] == FROM_NUMBER
     assert sent.form["Body"].startswith("Welcome to civicbot")
     assert sent.form["Body"].endswith("Reply 1 or 2")
-    assert sent.form["StatusCallback"] == f"{PUBLIC_URL}/webhooks/twilio/status"
     [row] = await sms_bot.outbox()
+    # the callback names the send attempt, so a report can record a send whose reply was lost
+    assert sent.form["StatusCallback"] == (
+        f"{PUBLIC_URL}/webhooks/twilio/status?attempt={row.attempt_id}"
+    )
     assert row.channel == "sms"
     assert row.status == OutboxStatus.SENT
     assert row.provider_id is not None and row.provider_id.startswith("SM")
