@@ -303,6 +303,7 @@ def test_each_bubble_says_who_sent_it(open_page: Opener, shot: Callable[[Page, s
     expect(thread).to_have_attribute("aria-live", "polite")
     _send(page, "HI")
     expect(page.locator(".bubble.in")).to_have_count(1)
+    expect(thread).to_have_attribute("aria-busy", "false")  # else nothing is read out
     bubbles = _bubbles(page)
     assert bubbles[0] == "You said: HI"
     assert bubbles[1].startswith("civicbot said: Welcome to civicbot")
@@ -479,7 +480,8 @@ def test_telegram_toggles_update_in_place(
 
     vote.get_by_role("button", name="Done: 9,000 of 10,000", exact=True).click()
     expect(page.locator(".bubble.in").last).to_have_text(re.compile("Thanks, your vote is in"))
-    expect(page.locator("#notice")).to_be_empty()
+    # The status line is emptied, and stays in the accessibility tree for the next notice.
+    expect(page.get_by_role("status")).to_have_text("")
     assert page.locator(".bubble.out").count() == sent_before + 1  # Done answers; toggles don't
     expect(page.locator(".bubble.out .text").last).to_have_text("Done: 9,000 of 10,000")
 
@@ -543,6 +545,7 @@ def test_an_empty_resident_field_is_explained_and_nothing_is_sent(
     expect(page.get_by_role("alert")).not_to_contain_text("String should have")
     expect(page.get_by_label("Pretend to be")).to_have_attribute("aria-invalid", "true")
     expect(page.locator("#thread .bubble")).to_have_count(0)
+    expect(page.locator("#phone-header")).to_have_text("SMS · no resident")
     expect(page.get_by_label("Message")).to_have_value("HI")  # kept, to send when fixed
     shot(page, "empty-resident")
     assert posts == []

@@ -83,7 +83,7 @@
     const value = address.value.trim();
     const ch = channel();
     phone.classList.toggle("telegram", ch === "telegram");
-    header.textContent = CHANNELS[ch] + " · " + value;
+    header.textContent = CHANNELS[ch] + " · " + (value || "no resident");
     showNotice(null);
     thread.replaceChildren();
     if (addressProblem(value)) {
@@ -96,6 +96,8 @@
     view = fresh;
     remember(fresh);
     showEmpty("Loading the conversation…");
+    // Screen readers hold back the live region's news until the history is drawn.
+    thread.setAttribute("aria-busy", "true");
     if (preloaded) {
       renderHistory(fresh, preloaded);
     } else {
@@ -171,7 +173,10 @@
     if (current !== view) return;
     const data = await getThread(current);
     if (data === null || current !== view) {
-      if (current === view) showEmpty("Could not load the conversation. Trying again…");
+      if (current === view) {
+        thread.setAttribute("aria-busy", "false");
+        showEmpty("Could not load the conversation. Trying again…");
+      }
       return;
     }
     renderHistory(current, data);
@@ -262,7 +267,6 @@
     items.sort((a, b) => compareKeys(key(a.at, !a.out, a.id), key(b.at, !b.out, b.id)));
     // Messages typed here and not yet answered stay (a sent one is in the history now).
     const waiting = Array.from(thread.querySelectorAll("li.pending, li.failed"));
-    thread.setAttribute("aria-busy", "true");
     thread.replaceChildren();
     current.bots.clear();
     for (const item of items) {
