@@ -562,6 +562,17 @@ def test_an_empty_resident_field_is_explained_and_nothing_is_sent(
     assert len(posts) == 1
 
 
+def test_a_resident_too_long_for_the_server_is_explained(open_page: Opener) -> None:
+    """The field's maxlength does not hold for a link: the page checks the length itself."""
+    page = open_page(channel="sms", address="x" * 65)
+    posts = _posts(page)
+    expect(page.locator("#address-error")).to_contain_text("64 characters or fewer")
+    _send(page, "HI")
+    expect(page.get_by_role("alert")).to_contain_text("64 characters or fewer")
+    expect(page.locator("#thread .bubble")).to_have_count(0)
+    assert posts == []
+
+
 def test_a_refused_message_is_marked_not_sent(
     open_page: Opener, shot: Callable[[Page, str], None]
 ) -> None:

@@ -60,8 +60,10 @@
   }
 
   function addressProblem(value) {
-    // Letters, digits, symbols or emoji, not only spaces or invisible characters.
-    return /[^\s\p{C}]/u.test(value) ? null : PROBLEMS.addressEmpty;
+    // Letters, digits, symbols or emoji, not only spaces or invisible characters; the field's
+    // maxlength does not hold for a resident given in the address bar.
+    if (!/[^\s\p{C}]/u.test(value)) return PROBLEMS.addressEmpty;
+    return value.trim().length > 64 ? PROBLEMS.address : null;
   }
 
   /** The thread for the channel and resident now chosen; null (with the error shown) when the
@@ -86,7 +88,9 @@
     header.textContent = CHANNELS[ch] + " · " + (value || "no resident");
     showNotice(null);
     thread.replaceChildren();
-    if (addressProblem(value)) {
+    const problem = addressProblem(value);
+    if (problem) {
+      showAddressError(problem, false);
       view = null;
       showEmpty("Enter who you are pretending to be to see their conversation.");
       return;
@@ -584,9 +588,6 @@
 
   address.addEventListener("change", () => {
     clearSummary();
-    if (addressProblem(address.value)) {
-      showAddressError(PROBLEMS.addressEmpty, false);
-    }
     openThread();
   });
 
