@@ -637,12 +637,6 @@ def test_a_reminder_appears_without_sending(
     expect(page.locator(".bubble")).to_have_count(count + 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=subprocess.CalledProcessError,
-    reason="`civicbot broadcast send` fails on SQLAlchemy 2.1 (ORM bulk UPDATE by primary key "
-    "in bot/broadcast.py _queue_messages); outside the simulator page",
-)
 def test_a_broadcast_appears_without_sending(
     open_page: Opener, server: Server, shot: Callable[[Page, str], None]
 ) -> None:
