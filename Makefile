@@ -22,6 +22,7 @@ $(VENV)/.installed-test: pyproject.toml flows/pb/_mes.c | $(BIN)/python
 run: $(VENV)/.installed-run
 	$(BIN)/civicbot db upgrade
 	$(BIN)/civicbot wards load --if-empty admin/data/demo_wards.csv
+	@echo "The civicbot command is $(BIN)/civicbot (or run: source $(BIN)/activate)"
 	$(BIN)/civicbot serve
 
 lint: $(VENV)/.installed-test

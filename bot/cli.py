@@ -7,8 +7,10 @@ status 2."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import getpass
 import logging
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -135,6 +137,9 @@ def serve(
     from bot.services import build_services
 
     settings = settings_or_exit(host=host, port=port)
+    problem = _port_problem(settings.host, settings.port)
+    if problem is not None:
+        raise fail(problem)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # httpx logs every request URL at INFO, and the Telegram Bot API puts the token in the URL.
     for noisy in ("httpx", "httpcore"):
@@ -155,6 +160,28 @@ def serve(
     typer.secho(f"civicbot is starting on {base}", fg=typer.colors.GREEN)
     typer.secho(f"  simulator: {base}/simulator   health: {base}/healthz", fg=typer.colors.GREEN)
     uvicorn.run(build_app(build_services(settings)), host=settings.host, port=settings.port)
+
+
+def _port_problem(host: str, port: int) -> str | None:
+    """Why ``serve`` could not listen on host:port, said before anything else is printed."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                reason = f"port {port} is already in use (is civicbot already running?)"
+            elif exc.errno == errno.EACCES:
+                reason = f"port {port} needs more privileges than this user has"
+            else:
+                reason = f"{host}:{port} can't be used ({exc.strerror or exc})"
+            other = 8001 if port != 8001 else 8002
+            return (
+                f"{reason}; choose another port with `civicbot serve --port {other}` or "
+                f"CIVICBOT_PORT={other}"
+            )
+    return None
 
 
 @db_app.command("upgrade")

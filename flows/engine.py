@@ -50,12 +50,13 @@ from flows.model import (
     MessageNode,
     MultiNode,
     Option,
+    Validation,
 )
 
 MAX_TRANSITIONS = 100  # a flow that loops without waiting is cut off here
 MAX_OFFERS = 5  # flows offered to a busy person and kept until they take them up
 FORGET_QUESTION = "_:forget"
-ONBOARDING, MENU = "onboarding", "menu"
+ONBOARDING, MENU, LANGUAGE = "onboarding", "menu", "language"
 CONTACT_FIELDS = frozenset({"language", "postcode", "ward_code", "consent"})
 
 _UK_POSTCODE = re.compile(
@@ -210,10 +211,16 @@ class Engine:
             else:
                 run.emit(Notice(self._string(run, "question_closed"), closed=True))
             return
-        trigger = self.library.trigger(normalise(inp.text))
+        word = normalise(inp.text)
+        trigger = self.library.trigger(word)
         if node is None:
             self._idle(run, inp)
-        elif trigger is not None and run.contact.consented and trigger.id != run.state.flow_id:
+        elif trigger is not None and trigger.id == run.state.flow_id:
+            # HI or JOIN in the middle of joining: ask the question again, kindly (and in
+            # Welsh if the word was Welsh and no language has been chosen yet)
+            self._speak(run, trigger, word)
+            self._reprompt(run)
+        elif trigger is not None and run.contact.consented:
             self._start(run, self._welcome(run, trigger.id))  # a keyword works mid-question
         elif isinstance(node, ChoiceNode | MultiNode | InputNode):
             self._answer(run, node, inp)
@@ -222,13 +229,23 @@ class Engine:
             self._idle(run, inp)
 
     def _idle(self, run: _Run, inp: UserInput) -> None:
-        flow = self.library.trigger(normalise(inp.text))
+        word = normalise(inp.text)
+        flow = self.library.trigger(word)
         if not run.contact.consented:
+            if flow is not None:
+                self._speak(run, flow, word)
             self._start(run, ONBOARDING)
         elif flow is not None:
             self._start(run, self._welcome(run, flow.id))
         else:
             run.emit(MessageCreated(self._string(run, "not_understood")))
+
+    def _speak(self, run: _Run, flow: Flow, word: str) -> None:
+        """Answer in the language a trigger word implies (SHWMAE: Welsh), for someone who has
+        not joined (and so not chosen a language) yet."""
+        language = flow.language_of(word)
+        if language is not None and not run.contact.consented and language != run.contact.language:
+            self._set_contact(run, "language", language)
 
     def _welcome(self, run: _Run, flow_id: str) -> str:
         """HI or JOIN from someone who has already joined opens the menu, not onboarding
@@ -255,7 +272,10 @@ class Engine:
                 return
             self._set_contact(run, "language", language)
             run.emit(MessageCreated(self._string(run, "language_set")))
-            self._reprompt(run)
+            if run.state.flow_id == LANGUAGE:  # the question LANG xx has just answered
+                self._start(run, MENU if run.contact.consented else ONBOARDING)
+            else:
+                self._reprompt(run)
         elif command is Command.FORGET:
             run.state = run.state.model_copy(update={"pending": "forget"})
             run.emit(
@@ -273,8 +293,7 @@ class Engine:
         run.emit(OptedIn())
         run.contact = run.contact.with_field("opted_out", False)
         run.emit(MessageCreated(self._string(run, "start_confirm")))
-        if not run.contact.consented:
-            self._start(run, ONBOARDING)
+        self._start(run, MENU if run.contact.consented else ONBOARDING)
 
     def _answer_forget(self, run: _Run, inp: UserInput) -> None:
         word = normalise(inp.text)
@@ -332,6 +351,12 @@ class Engine:
     def _answer(self, run: _Run, node: ChoiceNode | MultiNode | InputNode, inp: UserInput) -> None:
         if isinstance(node, ChoiceNode):
             option = self._match_option(run, self._options(run, node), inp.text)
+            if option is None and node.otherwise is not None:
+                value, error = self._validate(run, node.otherwise.validate_as, None, inp.text)
+                if error is None:  # not an option, but the input it also takes
+                    self._save(run, node.otherwise.save_as, value)
+                    self._goto(run, node.otherwise.next)
+                    return
             if option is None:
                 self._reprompt(run, self._string(run, "choice_error"))
                 return
@@ -469,9 +494,13 @@ class Engine:
         return options
 
     def _validate_input(self, run: _Run, node: InputNode, text: str) -> tuple[Any, str | None]:
-        rule = node.validate_as
+        return self._validate(run, node.validate_as, node.error, text)
+
+    def _validate(
+        self, run: _Run, rule: Validation, error: LocalText | None, text: str
+    ) -> tuple[Any, str | None]:
         value = text.strip()
-        custom = self._pick(run, node.error) if node.error else None
+        custom = self._pick(run, error) if error else None
         if not value:
             return None, custom or self._string(run, "input_error")
         if len(value) > rule.max_length:

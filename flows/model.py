@@ -78,15 +78,45 @@ def _options_given(node: ChoiceNode | MultiNode) -> None:
         raise ValueError("give either options or options_from (a flow variable), not both")
 
 
+class Validation(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["any", "regex", "number", "postcode"] = "any"
+    pattern: str | None = None
+    min: float | None = None
+    max: float | None = None
+    max_length: int = Field(default=500, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Validation:
+        if self.kind == "regex":
+            if not self.pattern:
+                raise ValueError("a regex validation needs a pattern")
+            re.compile(self.pattern)
+        return self
+
+
+class Otherwise(BaseModel):
+    """What a choice question also accepts besides its options: input that passes
+    ``validate`` (a postcode where the options are "Try another postcode" / "Carry on")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    validate_as: Validation = Field(alias="validate")
+    save_as: str | None = None
+    next: str
+
+
 class ChoiceNode(_Node):
     """Pick one option. ``options_from: vars.<name>`` takes the options from a flow variable
     an action filled (a list of ``{id, text, cost?, value?}``); such lists may be long, and
-    channels page them."""
+    channels page them. ``otherwise`` accepts valid free input too."""
 
     type: Literal["choice"]
     text: LocalText
     options: list[Option] = Field(default_factory=list, max_length=12)
     options_from: str | None = Field(default=None, pattern=VAR_REF)
+    otherwise: Otherwise | None = None
     save_as: str | None = None
     next: str | None = None
 
@@ -125,24 +155,6 @@ class MultiNode(_Node):
             raise ValueError("max must be at least min")
         if self.budget is not None and any(o.cost is None for o in self.options):
             raise ValueError("every option needs a cost when the question has a budget")
-        return self
-
-
-class Validation(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["any", "regex", "number", "postcode"] = "any"
-    pattern: str | None = None
-    min: float | None = None
-    max: float | None = None
-    max_length: int = Field(default=500, ge=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> Validation:
-        if self.kind == "regex":
-            if not self.pattern:
-                raise ValueError("a regex validation needs a pattern")
-            re.compile(self.pattern)
         return self
 
 
@@ -202,6 +214,9 @@ class Flow(BaseModel):
     # A flow whose question may be set aside when the system starts another flow (the main
     # menu: navigation, not a question anyone is in the middle of answering).
     interruptible: bool = False
+    # Trigger words that say which language the person speaks: someone who has not chosen
+    # one yet is answered in it (YMUNO, HELO, SHWMAE start onboarding in Welsh).
+    trigger_languages: dict[str, list[str]] = Field(default_factory=dict)
     start: str
     nodes: dict[str, Node]
 
@@ -214,11 +229,24 @@ class Flow(BaseModel):
     def _upper(cls, value: list[str]) -> list[str]:
         return [t.strip().upper() for t in value]
 
+    @field_validator("trigger_languages")
+    @classmethod
+    def _upper_words(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {lang: [w.strip().upper() for w in words] for lang, words in value.items()}
+
+    def language_of(self, word: str) -> str | None:
+        """The language a trigger word implies, if any."""
+        return next((lang for lang, words in self.trigger_languages.items() if word in words), None)
+
     @model_validator(mode="after")
     def _check_references(self) -> Flow:
         for word in (self.keyword or {}).values():
             if word.strip().upper() not in self.triggers:
                 raise ValueError(f"keyword {word!r} is not one of the triggers")
+        for words in self.trigger_languages.values():
+            for word in words:
+                if word not in self.triggers:
+                    raise ValueError(f"trigger_languages word {word!r} is not one of the triggers")
         if self.start not in self.nodes:
             raise ValueError(f"start node {self.start!r} is not defined")
         for node_id, node in self.nodes.items():
@@ -250,4 +278,6 @@ def _targets(node: BaseModel) -> list[str]:
             targets.append(node.default)
     if isinstance(node, ActionNode):
         targets.extend(node.outcomes.values())
+    if isinstance(node, ChoiceNode) and node.otherwise is not None:
+        targets.append(node.otherwise.next)
     return targets

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,40 @@ def test_flows_check(env: dict[str, str], tmp_path: Path) -> None:
     (extra / "broken.yaml").write_text("id: broken\ntitle: B\nstart: nope\nnodes: {}\n")
     result = runner.invoke(app, ["flows", "check", str(extra)], env=env)
     assert result.exit_code == 2 and "start node 'nope' is not defined" in result.output
+
+
+def test_serve_on_a_busy_port_says_what_to_do(env: dict[str, str]) -> None:
+    """Issue #11 item 11: it printed the simulator's address, then uvicorn's Errno 98."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = runner.invoke(app, ["serve", "--port", str(port)], env=env)
+    assert result.exit_code == 2
+    assert f"port {port} is already in use" in result.output
+    assert "--port" in result.output and "CIVICBOT_PORT=" in result.output
+    assert "simulator" not in result.output  # no address printed for a server that can't start
+
+
+def test_flows_check_says_when_all_is_well(env: dict[str, str]) -> None:
+    result = runner.invoke(app, ["flows", "check"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1].startswith("all ") and "valid" in result.output
+
+
+def test_telegram_set_webhook_asks_for_the_token_first(env: dict[str, str]) -> None:
+    """Issue #11 item 14: with nothing configured it asked for the webhook secret first."""
+    result = runner.invoke(app, ["telegram", "set-webhook"], env=env)
+    assert result.exit_code == 2
+    assert "CIVICBOT_TELEGRAM_TOKEN" in result.output and "SECRET" not in result.output
+
+
+def test_readme_examples_run_civicbot_from_the_venv() -> None:
+    """Issue #11 item 10: `civicbot` is not on the PATH after `make run`; every example in
+    the README uses the same form, `.venv/bin/civicbot`."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```sh\n(.*?)```", readme, flags=re.S)
+    lines = [line.strip() for block in blocks for line in block.splitlines()]
+    bare = [line for line in lines if re.match(r"(\S+=\S+ )*civicbot\b", line)]
+    assert not bare, bare
+    assert any(line.startswith(".venv/bin/civicbot ") for line in lines)
