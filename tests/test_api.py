@@ -38,10 +38,10 @@ async def test_onboarding_stop_start_and_redelivery(client: httpx.AsyncClient) -
     for text in ["hello", "MENU", "HELP", "1", "STOP"]:
         assert reply_texts(await say(client, text)) == []
     back = reply_texts(await say(client, "START"))
-    assert back == [
+    assert back[0] == (
         "Welcome back! You'll get civicbot messages again. Text STOP at any time to stop."
-    ]
-    assert "What would you like to do?" in reply_texts(await say(client, "menu"))[0]
+    )
+    assert back[1].startswith("What would you like to do?")  # and the menu, at once
 
 
 async def test_telegram_style_has_telegrams_own_buttons(client: httpx.AsyncClient) -> None:
