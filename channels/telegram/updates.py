@@ -139,6 +139,8 @@ async def parse_update(data: Any, me: Callable[[], Awaitable[BotIdentity]]) -> T
         chat = change.chat
         chat_id = _chat_id(chat)
         title = _title(chat.title)
+        if change.new_chat_member is None:  # Telegram always sends it; PTB does not check
+            raise InvalidUpdate("not a Telegram update: my_chat_member without new_chat_member")
         if chat.type not in (ChatType.GROUP, ChatType.SUPERGROUP):
             return Ignored(uid, "membership change outside a group")
         member = change.new_chat_member.status in (
@@ -169,8 +171,6 @@ async def parse_update(data: Any, me: Callable[[], Awaitable[BotIdentity]]) -> T
             uid, group_id, title, chat.type, _addressed(message, bot.id, bot.username), text
         )
     return Ignored(uid, "message outside a private chat or group")
-
-
 
 
 def _int(value: Any, what: str) -> int:

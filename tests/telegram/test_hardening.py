@@ -4,17 +4,20 @@ that holds a Telegram user's data."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from bot.web.telegram import MAX_BODY, SECRET_HEADER
 from storage.models import Contact, InboundMessage, TelegramGroup
 from storage.polls import TelegramPollAnswer
-from tests.telegram.conftest import BOT_ID, GROUP, USER, TelegramBot, polls_of
+from tests.telegram.conftest import BOT_ID, GROUP, SECRET, USER, TelegramBot, polls_of
 from tests.telegram.test_polls import poll_answer
 from tests.telegram.test_webhook import group_text, member_update
 
+SIGNED = {SECRET_HEADER: SECRET, "Content-Type": "application/json"}
 CHAT = {"id": USER, "type": "private", "first_name": "Sam"}
 FROM = {"id": USER, "is_bot": False, "first_name": "Sam"}
 
@@ -55,6 +58,19 @@ def group(**fields: Any) -> dict[str, Any]:
         "update_id": 1,
         "message": {"message_id": 7, "date": 1767600000, "chat": chat, "from": FROM, "text": "hi"},
     }
+
+
+def membership(**fields: Any) -> dict[str, Any]:
+    """A ``my_chat_member`` update; a field given as None is left out."""
+    change: dict[str, Any] = {
+        "chat": {"id": GROUP, "type": "supergroup", "title": "Riverside"},
+        "from": FROM,
+        "date": 1767600000,
+        "old_chat_member": {"status": "left", "user": {**FROM, "id": BOT_ID}},
+        "new_chat_member": {"status": "member", "user": {**FROM, "id": BOT_ID}},
+    }
+    change.update(fields)
+    return {"update_id": 1, "my_chat_member": {k: v for k, v in change.items() if v is not None}}
 
 
 LONG_ID = int("1" * 65)  # 65 digits: longer than an address may be
@@ -99,6 +115,10 @@ MALFORMED: dict[str, Any] = {
     "poll option id is huge": answer(option_ids=[10**30]),
     "group chat id over 32 characters": group(id=-int("1" * 40)),
     "group title is a number": group(title=5),
+    "membership without new_chat_member": membership(new_chat_member=None),
+    "membership in a private chat without new_chat_member": membership(
+        chat=CHAT, new_chat_member=None
+    ),
     "membership chat title is a list": {
         "update_id": 1,
         "my_chat_member": {
@@ -138,11 +158,43 @@ async def test_well_formed_neighbours_of_the_malformed_bodies_still_pass(tg: Tel
         {**callback(), "update_id": 3},
         {**answer(), "update_id": 4},
         {**group(), "update_id": 5},
+        {**membership(), "update_id": 6},
     ]
     for body in ok:
         response = await tg.post(body)
         assert response.status_code == 200, (body, response.text)
     assert await count(tg, InboundMessage) == len(ok)
+    assert await count(tg, TelegramGroup) == 1
+
+
+async def test_deeply_nested_json_is_a_400(tg: TelegramBot) -> None:
+    """100,000 levels: Python's JSON parser gives up with RecursionError, not a 500."""
+    for body in (b"[" * 100_000, b'{"a":' * 100_000, b'{"update_id": 1, "message": ' * 20_000):
+        response = await tg.client.post("/webhooks/telegram", content=body, headers=SIGNED)
+        assert response.status_code == 400, response.text
+    assert await count(tg, InboundMessage) == 0
+
+
+async def test_an_oversized_update_is_refused_while_it_is_read(tg: TelegramBot) -> None:
+    """A 100 MB body without a Content-Length is cut off just past the 1 MB limit, not read."""
+    pulled = 0
+
+    async def hundred_megabytes() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        for _ in range(1600):
+            pulled += 1
+            yield b" " * 65536
+
+    response = await tg.client.post(
+        "/webhooks/telegram", content=hundred_megabytes(), headers=SIGNED
+    )
+    assert response.status_code == 413
+    assert pulled * 65536 <= MAX_BODY + 65536
+    declared = await tg.client.post(
+        "/webhooks/telegram", content=b" " * (MAX_BODY + 1), headers=SIGNED
+    )
+    assert declared.status_code == 413
+    assert await count(tg, InboundMessage) == 0
 
 
 async def inbound_rows(tg: TelegramBot) -> list[InboundMessage]:
