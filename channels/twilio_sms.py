@@ -34,7 +34,7 @@ from channels.base import Content, InboundMessage
 from channels.errors import ChannelError, PermanentError, RecipientOptedOut, RetryableError
 from channels.render import SmsPaging, render_sms
 from channels.sms_text import DEFAULT_MAX_SEGMENTS
-from channels.text import clean_text
+from channels.text import clean_json, clean_text
 from flows.catalogue import Catalogue
 from flows.events import MessageCreated
 
@@ -288,7 +288,7 @@ class TwilioSmsChannel(SmsPaging):
         if opt_out is not None:
             text = opt_out
         return InboundMessage(
-            channel=CHANNEL, address=address, provider_id=sid, text=text, raw=dict(form)
+            channel=CHANNEL, address=address, provider_id=sid, text=text, raw=clean_json(dict(form))
         )
 
     def parse_status(self, form: Mapping[str, str]) -> DeliveryReport:
@@ -300,7 +300,9 @@ class TwilioSmsChannel(SmsPaging):
         code = _int(form.get("ErrorCode"))
         error = None
         if code:
-            error = classify_error(code=code, detail=form.get("ErrorMessage", "") or status)
+            # stored on the outbox row (or a held report): PostgreSQL refuses NUL in text
+            detail = clean_text(form.get("ErrorMessage", "")).strip()
+            error = classify_error(code=code, detail=detail or status)
         return DeliveryReport(message_sid=sid, status=status, error_code=code or None, error=error)
 
 

@@ -255,7 +255,14 @@ class SmsBot:
         await self.text(body, sender=sender)
         return await self.dispatch()
 
-    async def status(self, sid: str, status: str, error_code: str | None = None) -> httpx.Response:
+    async def status(
+        self,
+        sid: str,
+        status: str,
+        error_code: str | None = None,
+        *,
+        error_message: str | None = None,
+    ) -> httpx.Response:
         form = {
             "MessageSid": sid,
             "SmsSid": sid,
@@ -264,6 +271,8 @@ class SmsBot:
         }
         if error_code is not None:
             form["ErrorCode"] = error_code
+        if error_message is not None:
+            form["ErrorMessage"] = error_message
         return await self.post("/webhooks/twilio/status", form)
 
     async def count(self, table: type[InboundMessage] | type[OutboundMessage]) -> int:

@@ -133,6 +133,29 @@ async def test_an_early_21610_report_opts_the_contact_out(sms_bot: SmsBot) -> No
     assert await sms_bot.converse("hello") == []  # silent until START
 
 
+@pytest.mark.parametrize("early", [False, True], ids=["after the send", "before the send"])
+async def test_a_21610_report_with_control_characters_still_opts_out(
+    sms_bot: SmsBot, early: bool
+) -> None:
+    """PostgreSQL refuses NUL in text: a signed report carrying one in ErrorMessage is stored
+    cleaned, and its opt-out is kept whether the report finds the sent row or is held."""
+    sms_bot.fake.ids = itertools.count(9000)
+    sid = f"SM{9000:032x}"
+    if not early:
+        assert (await _sent_row(sms_bot)).provider_id == sid
+    response = await sms_bot.status(
+        sid, "failed", "21610", error_message="Attempt to send\x00 to unsubscribed\x1b recipient"
+    )
+    assert response.status_code == 204
+    if early:
+        await sms_bot.converse("JOIN")
+    [row] = await sms_bot.outbox()
+    assert row.status == OutboxStatus.FAILED
+    assert row.error == "twilio 21610: Attempt to send to unsubscribed recipient"
+    assert (await _contact(sms_bot)).opted_out_at is not None
+    assert await sms_bot.converse("hello") == []  # silent until START
+
+
 @pytest.mark.parametrize("status", [429, 500, 503])
 async def test_retryable_rest_error_is_sent_on_retry(sms_bot: SmsBot, status: int) -> None:
     sms_bot.fake.fail_next(status, code=20429 if status == 429 else None)

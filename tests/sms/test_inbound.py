@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -182,6 +183,17 @@ async def test_malformed_webhooks_get_4xx_not_500(sms_bot: SmsBot) -> None:
     async with sms_bot.services.sessions() as session:
         [row] = (await session.execute(select(InboundMessage))).scalars()
     assert row.text == "HI"
+
+
+async def test_control_characters_in_any_field_are_not_stored(sms_bot: SmsBot) -> None:
+    form = sms_bot.inbound_form("HI\x00")
+    form["ToCity"] = "Car\x00diff\x1b"
+    form["Extra\x00Field"] = "x"
+    assert (await sms_bot.post(INBOUND, form)).status_code == 200
+    async with sms_bot.services.sessions() as session:
+        [row] = (await session.execute(select(InboundMessage))).scalars()
+    assert row.raw is not None and row.raw["ToCity"] == "Cardiff" and "ExtraField" in row.raw
+    assert "\\u0000" not in json.dumps(row.raw)
 
 
 async def test_full_onboarding_conversation_by_sms(sms_bot: SmsBot) -> None:
