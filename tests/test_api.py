@@ -95,6 +95,26 @@ async def test_bad_fields_get_a_clear_422(
         assert (await s.execute(select(func.count()).select_from(InboundMessage))).scalar() == 0
 
 
+@pytest.mark.parametrize("field", ["id", "message_id", "choice"])
+@pytest.mark.parametrize("value", ["m-\x00", "m\n1", "\x85"])
+async def test_control_characters_in_an_id_are_a_422_on_every_database(
+    any_client: httpx.AsyncClient,
+    any_services: Services,
+    caplog: pytest.LogCaptureFixture,
+    field: str,
+    value: str,
+) -> None:
+    """A NUL in the simulator's id was a 500 on PostgreSQL; no id may carry a control
+    character, and what the person wrote is never logged."""
+    body = {"channel": "telegram", "address": "+447700900999", "text": "my private words"}
+    response = await any_client.post(API, json={**body, field: value})
+    assert response.status_code == 422, response.text
+    assert field in response.json()["detail"]
+    async with any_services.sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(InboundMessage))).scalar() == 0
+    assert "private words" not in caplog.text and "900999" not in caplog.text
+
+
 @pytest.mark.parametrize(
     "content",
     [

@@ -9,6 +9,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
 from bot.clock import FixedClock
@@ -55,6 +56,19 @@ async def test_inbound_is_unique_per_channel_and_provider_id(any_services: Servi
     async with any_services.sessions() as s:
         rows = (await s.execute(select(InboundMessage))).scalars().all()
     assert sorted(r.text or "" for r in rows) == ["hi", "hi"]
+
+
+async def test_database_errors_never_carry_what_people_wrote(any_services: Services) -> None:
+    """Errors are logged with their message: the engines hide the statement's parameters."""
+    row = {"channel": "sms", "provider_id": "SM1", "address": "+447700900555"}
+    async with any_services.sessions() as s, s.begin():
+        s.add(InboundMessage(**row, text="my private words", received_at=T0))
+    with pytest.raises(IntegrityError) as failed:
+        async with any_services.sessions() as s, s.begin():
+            s.add(InboundMessage(**row, text="my private words", received_at=T0))
+    message = str(failed.value)
+    assert "INSERT INTO inbound_messages" in message
+    assert "private words" not in message and "900555" not in message
 
 
 async def test_identity_is_created_once_and_timestamps_stay_utc(any_services: Services) -> None:

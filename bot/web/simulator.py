@@ -22,6 +22,7 @@ sent, so a page can show the whole thread again after a reload.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ from storage.models import OutboundMessage, OutboxStatus
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 MAX_TEXT = 20_000
 THREAD_LIMIT = 200  # messages one GET returns at most (the newest)
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class SimulatorMessage(BaseModel):
@@ -57,6 +59,15 @@ class SimulatorMessage(BaseModel):
     message_id: str | None = Field(
         default=None, max_length=20, description="the message whose button was tapped"
     )
+
+    @field_validator("id", "choice", "message_id")
+    @classmethod
+    def _no_control_characters(cls, value: str | None) -> str | None:
+        # ids are stored and looked up as they come: PostgreSQL refuses NUL, and no id or
+        # button data we hand out carries a control character
+        if value is not None and CONTROL_CHARACTERS.search(value):
+            raise ValueError("must not contain control characters")
+        return value
 
     @field_validator("address")
     @classmethod
