@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bot.scheduler import build_scheduler
 from bot.services import Services
 from bot.web import simulator, telegram, twilio_sms
+from bot.web.errors import QuietErrors
 from channels.telegram.polling import run_polling
 from channels.twilio_sms import TwilioSmsChannel
 from storage.db import current_revision, head_revision, upgrade
@@ -78,6 +79,7 @@ def build_app(services: Services) -> FastAPI:
 
     app = FastAPI(title="civicbot", lifespan=lifespan)
     app.state.services = services
+    app.add_middleware(QuietErrors)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

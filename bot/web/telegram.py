@@ -17,6 +17,7 @@ import logging
 from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse
 
+from bot.web.errors import log_failure
 from bot.web.limits import BodyTooLarge, read_body
 from channels.telegram.router import UpdateRouter
 from channels.telegram.updates import InvalidUpdate
@@ -50,8 +51,10 @@ def router(updates: UpdateRouter, secret: str) -> APIRouter:
         except InvalidUpdate as exc:
             log.warning("telegram webhook: bad update (%s)", exc)
             return JSONResponse(status_code=400, content={"detail": "not a Telegram update"})
-        except Exception:
-            log.exception("telegram webhook: update %s failed", data.get("update_id"))
+        except Exception as exc:
+            uid = data.get("update_id")
+            label = uid if isinstance(uid, int) else "?"
+            log_failure(log, f"telegram webhook: update {label} failed", exc)
             return JSONResponse(
                 status_code=503, content={"detail": "not handled; Telegram will send it again"}
             )

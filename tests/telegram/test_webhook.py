@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from bot.app import build_app
@@ -330,7 +331,7 @@ async def test_polling_stops_promptly_mid_long_poll(tg: TelegramBot) -> None:
 
 
 async def test_a_failure_while_handling_is_a_503_and_the_redelivery_counts(
-    tmp_path: Path, database_url: str, fake_api: FakeBotApi
+    tmp_path: Path, database_url: str, fake_api: FakeBotApi, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Issue #9, defect 2: any ValueError while handling was a 400, and Telegram does not send
     a 4xx again, so a processing bug lost the message. Now only an unparseable body is 400."""
@@ -341,7 +342,7 @@ async def test_a_failure_while_handling_is_a_503_and_the_redelivery_counts(
         def render(self, message: MessageCreated, language: str = "en") -> dict[str, Any]:
             if self.failures:
                 self.failures -= 1
-                raise ValueError("a bug while rendering")
+                raise ValueError(f"a bug while rendering {message.text!r}")
             return super().render(message, language)
 
     flaky = Flaky(token=TOKEN, catalogue=CATALOGUE, api_base=fake_api.url)
@@ -354,6 +355,9 @@ async def test_a_failure_while_handling_is_a_503_and_the_redelivery_counts(
         update = bot.text("/start")
         failed = await bot.post(update)
         assert failed.status_code == 503
+        # logged with where it failed, but not its message (it quotes what was being sent)
+        assert "update 1 failed: ValueError" in caplog.text and "Traceback" in caplog.text
+        assert "Welcome to civicbot" not in caplog.text
         assert await count(bot, InboundMessage) == 0  # nothing of it was kept
         again = await bot.post(update)  # Telegram delivers it again
         assert again.status_code == 200 and again.json()["outcome"] == "message"
