@@ -77,7 +77,9 @@ def build_app(services: Services) -> FastAPI:
                     await task
             await services.close()
 
-    app = FastAPI(title="civicbot", lifespan=lifespan)
+    # No slash redirects: Starlette builds them from the Host header, so a request with a
+    # stray "/" and a forged Host would be redirected anywhere (an open redirect).
+    app = FastAPI(title="civicbot", lifespan=lifespan, redirect_slashes=False)
     app.state.services = services
     app.add_middleware(QuietErrors)
 

@@ -59,3 +59,17 @@ async def test_an_exceptions_message_is_never_logged(
         response = await client.get("/boom")
     assert response.status_code == 500
     assert "KeyError" in caplog.text and "900555" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", API + "/"), ("GET", "/healthz/"), ("GET", "/simulator/"), ("GET", "/docs/")],
+)
+async def test_no_redirect_is_built_from_the_host_header(
+    quiet_client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await quiet_client.request(
+        method, path, json=PRIVATE, headers={"Host": "evil.example"}
+    )
+    assert response.status_code == 404
+    assert "location" not in response.headers

@@ -185,6 +185,16 @@ async def test_malformed_webhooks_get_4xx_not_500(sms_bot: SmsBot) -> None:
     assert row.text == "HI"
 
 
+@pytest.mark.parametrize("path", [INBOUND + "/", "/webhooks/twilio/status/"])
+async def test_no_redirect_is_built_from_the_host_header(sms_bot: SmsBot, path: str) -> None:
+    """A trailing slash used to get a 307 to http://<Host header>/..., an open redirect."""
+    form = sms_bot.inbound_form("HI")
+    response = await sms_bot.post(path, form, headers={"Host": "evil.example"})
+    assert response.status_code == 404
+    assert "location" not in response.headers
+    assert await sms_bot.count(InboundMessage) == 0
+
+
 async def test_control_characters_in_any_field_are_not_stored(sms_bot: SmsBot) -> None:
     form = sms_bot.inbound_form("HI\x00")
     form["ToCity"] = "Car\x00diff\x1b"
