@@ -79,7 +79,17 @@ def build_app(services: Services) -> FastAPI:
 
     # No slash redirects: Starlette builds them from the Host header, so a request with a
     # stray "/" and a forged Host would be redirected anywhere (an open redirect).
-    app = FastAPI(title="civicbot", lifespan=lifespan, redirect_slashes=False)
+    # The API docs describe the simulator's API, so they are served with it (never on a
+    # deployment that has not asked for the simulator).
+    docs = services.settings.simulator_enabled
+    app = FastAPI(
+        title="civicbot",
+        lifespan=lifespan,
+        redirect_slashes=False,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.services = services
     app.add_middleware(QuietErrors)
 
@@ -112,12 +122,14 @@ def build_app(services: Services) -> FastAPI:
             )
         return JSONResponse({"status": "ok"})
 
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/simulator")
+    if services.settings.simulator_enabled:
 
-    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
-    app.include_router(simulator.router(services))
+        @app.get("/", include_in_schema=False)
+        async def root() -> RedirectResponse:
+            return RedirectResponse("/simulator")
+
+        app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+        app.include_router(simulator.router(services))
     sms = services.channels.get("sms")
     if isinstance(sms, TwilioSmsChannel):
         app.include_router(twilio_sms.router(services, sms))

@@ -158,7 +158,15 @@ def serve(
         raise fail(str(exc)) from None
     base = f"http://{settings.host}:{settings.port}"
     typer.secho(f"civicbot is starting on {base}", fg=typer.colors.GREEN)
-    typer.secho(f"  simulator: {base}/simulator   health: {base}/healthz", fg=typer.colors.GREEN)
+    if settings.simulator_enabled:
+        typer.secho(
+            f"  simulator: {base}/simulator   health: {base}/healthz", fg=typer.colors.GREEN
+        )
+    else:
+        typer.secho(
+            f"  health: {base}/healthz   (simulator off; CIVICBOT_SIMULATOR=on serves it)",
+            fg=typer.colors.GREEN,
+        )
     uvicorn.run(build_app(build_services(settings)), host=settings.host, port=settings.port)
 
 

@@ -128,7 +128,9 @@ def build_services(
     catalogue = library.catalogue
 
     all_channels: dict[str, Channel] = {}
-    for style in STYLES:
+    # Without the simulator its channels are not built either: its residents get nothing
+    # (broadcasts skip them) and their queued messages wait until it is on again.
+    for style in STYLES if settings.simulator_enabled else ():
         simulator = SimulatorChannel(
             style,
             catalogue,

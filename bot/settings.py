@@ -6,11 +6,13 @@ passes the object down. Tests build ``Settings(...)`` directly.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +35,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     default_language: Literal["en", "cy"] = "en"
     default_region: str = Field(default="GB", min_length=2, max_length=2)
+    # The web simulator and the API docs. Unset: on only when ``public_url`` is a loopback
+    # address (a laptop), so a deployment serves neither unless asked.
+    simulator: Literal["on", "off"] | None = None
 
     # A folder of extra flow YAML files; a flow here replaces a shipped flow with the same id.
     flows_dir: Path | None = None
@@ -140,6 +145,13 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
     @property
+    def simulator_enabled(self) -> bool:
+        """Whether the web simulator (its page, API, channels) and the API docs are served."""
+        if self.simulator is not None:
+            return self.simulator == "on"
+        return is_loopback_url(self.public_url)
+
+    @property
     def sms_enabled(self) -> bool:
         """The Twilio SMS channel runs when the account SID and auth token are both set."""
         return bool(self.twilio_account_sid and self.twilio_auth_token)
@@ -148,6 +160,19 @@ class Settings(BaseSettings):
     def telegram_enabled(self) -> bool:
         """The Telegram channel runs when the bot token is set."""
         return self.telegram_token is not None and bool(self.telegram_token.get_secret_value())
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url``'s host is this machine: ``localhost``, 127.0.0.0/8 or ::1."""
+    host = urlsplit(url).hostname
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name other than localhost
+        return False
 
 
 def load_settings(**overrides: object) -> Settings:

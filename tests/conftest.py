@@ -102,6 +102,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "database_url": database_url,
         "public_url": "http://testserver",
         "run_dispatcher": False,
+        "simulator": "on",  # the public URL is not loopback, and these tests drive it
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]

@@ -10,8 +10,13 @@ import httpx
 import pytest
 
 from bot.app import build_app
-from bot.services import Services
-from storage.db import create_engine
+from bot.clock import FixedClock
+from bot.services import Services, build_services
+from bot.settings import SettingsError, load_settings
+from channels.base import InboundMessage
+from flows.broadcasts import BroadcastError, BroadcastSpec, Segment
+from storage.db import create_engine, upgrade
+from tests.conftest import load_demo_wards, make_settings
 
 API = "/simulator/api/messages"
 PRIVATE = {"channel": "sms", "address": "+447700900555", "text": "my private words"}
@@ -73,3 +78,77 @@ async def test_no_redirect_is_built_from_the_host_header(
     )
     assert response.status_code == 404
     assert "location" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("public_url", "setting", "served"),
+    [
+        ("http://127.0.0.1:8000", None, True),
+        ("http://127.8.0.1", None, True),
+        ("http://localhost:8000", None, True),
+        ("http://[::1]:8000", None, True),
+        ("https://bot.example.org", None, False),
+        ("http://10.0.0.5:8000", None, False),
+        ("http://127.0.0.1.example.org", None, False),
+        ("http://localhost.example.org", None, False),
+        ("https://bot.example.org", "on", True),
+        ("http://127.0.0.1:8000", "off", False),
+    ],
+)
+def test_the_simulator_is_on_by_default_only_on_a_loopback_public_url(
+    public_url: str, setting: str | None, served: bool
+) -> None:
+    values = {"public_url": public_url, **({"simulator": setting} if setting else {})}
+    assert load_settings(_env_file=None, **values).simulator_enabled is served
+
+
+def test_a_bad_simulator_setting_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CIVICBOT_SIMULATOR", "maybe")
+    with pytest.raises(SettingsError, match="CIVICBOT_SIMULATOR"):
+        load_settings(_env_file=None)
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/simulator", "/static/simulator.js", "/docs", "/redoc", "/openapi.json"]
+)
+async def test_without_the_simulator_its_pages_and_the_api_docs_are_not_served(
+    sqlite_url: str, path: str
+) -> None:
+    settings = make_settings(sqlite_url, public_url="https://bot.example.org", simulator=None)
+    services = build_services(settings, clock=FixedClock())
+    await upgrade(services.db)
+    async with client_for(services) as client:
+        assert (await client.get(path)).status_code == 404
+        posted = await client.post(API, json=PRIVATE)
+        assert posted.status_code == 404
+        assert (await client.get("/healthz")).status_code == 200
+    assert not [name for name in services.channels if name.startswith("sim-")]
+    await services.close()
+
+
+async def test_the_api_docs_are_served_with_the_simulator(quiet_client: httpx.AsyncClient) -> None:
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert (await quiet_client.get(path)).status_code == 200, path
+    assert API in (await quiet_client.get("/openapi.json")).json()["paths"]
+
+
+async def test_without_the_simulator_broadcasts_skip_its_residents(
+    database_url: str, clock: FixedClock
+) -> None:
+    services = build_services(make_settings(database_url), clock=clock)
+    await upgrade(services.db)
+    await load_demo_wards(services)
+    for k, text in enumerate(("HI", "1", "1", "CF10 1EP")):
+        await services.pipeline.handle(
+            InboundMessage(channel="sim-sms", address="sim-1", provider_id=f"m{k}", text=text)
+        )
+    spec = BroadcastSpec(text={"en": "The library reopens."}, segment=Segment(), actor="t")
+    assert (await services.broadcasts.preview(spec)).recipients == 1
+    await services.close()
+
+    off = make_settings(database_url, simulator="off")
+    services = build_services(off, clock=clock)
+    assert not [name for name in services.channels if name.startswith("sim-")]
+    with pytest.raises(BroadcastError, match="nobody would get it"):
+        await services.broadcasts.send(spec)
+    await services.close()
