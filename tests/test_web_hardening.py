@@ -4,6 +4,7 @@ bodies limited while they are read, and floods from one sender cut off before th
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import httpx
@@ -13,6 +14,7 @@ from bot.app import build_app
 from bot.clock import FixedClock
 from bot.services import Services, build_services
 from bot.settings import SettingsError, load_settings
+from bot.web.simulator import MAX_BODY, MAX_TEXT
 from channels.base import InboundMessage
 from flows.broadcasts import BroadcastError, BroadcastSpec, Segment
 from storage.db import create_engine, upgrade
@@ -129,7 +131,9 @@ async def test_without_the_simulator_its_pages_and_the_api_docs_are_not_served(
 async def test_the_api_docs_are_served_with_the_simulator(quiet_client: httpx.AsyncClient) -> None:
     for path in ("/docs", "/redoc", "/openapi.json"):
         assert (await quiet_client.get(path)).status_code == 200, path
-    assert API in (await quiet_client.get("/openapi.json")).json()["paths"]
+    post = (await quiet_client.get("/openapi.json")).json()["paths"][API]["post"]
+    schema = post["requestBody"]["content"]["application/json"]["schema"]
+    assert {"channel", "address", "text", "id"} <= set(schema["properties"])
 
 
 async def test_without_the_simulator_broadcasts_skip_its_residents(
@@ -152,3 +156,38 @@ async def test_without_the_simulator_broadcasts_skip_its_residents(
     with pytest.raises(BroadcastError, match="nobody would get it"):
         await services.broadcasts.send(spec)
     await services.close()
+
+
+async def test_the_simulators_body_limit_is_checked_while_reading(
+    quiet_client: httpx.AsyncClient,
+) -> None:
+    """A 100 MB body used to be read and parsed whole (the server grew by 220 MB)."""
+    pulled = 0
+
+    async def hundred_megabytes() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        yield b'{"channel": "sms", "address": "a", "text": "'
+        for _ in range(1600):
+            pulled += 1
+            yield b"x" * 65536
+
+    response = await quiet_client.post(
+        API, content=hundred_megabytes(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413, response.text
+    assert pulled * 65536 <= MAX_BODY + 65536
+    declared = await quiet_client.post(
+        API, content=b" " * (MAX_BODY + 1), headers={"Content-Type": "application/json"}
+    )
+    assert declared.status_code == 413
+
+
+async def test_the_longest_text_fits_the_body_limit_however_it_is_written(
+    quiet_client: httpx.AsyncClient,
+) -> None:
+    body = json.dumps({**PRIVATE, "text": "\U0001f5f3" * MAX_TEXT})  # every emoji as \ud83d\uddf3
+    assert len(body) > 200_000
+    response = await quiet_client.post(
+        API, content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200, response.text

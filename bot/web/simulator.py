@@ -28,14 +28,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import select
 from sqlmodel import col
 
 from bot.services import Services
+from bot.web.limits import BodyTooLarge, read_body
 from channels.base import InboundMessage, TapRef
 from channels.simulator import channel_name
 from channels.text import clean_text
@@ -45,6 +47,9 @@ from storage.models import OutboundMessage, OutboxStatus
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 MAX_TEXT = 20_000
 THREAD_LIMIT = 200  # messages one GET returns at most (the newest)
+# Room for MAX_TEXT characters however they are written (an emoji escaped as two \uXXXX
+# is 12 bytes), and nothing like the 100 MB bodies that were once read whole.
+MAX_BODY = 256 * 1024
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -76,6 +81,12 @@ class SimulatorMessage(BaseModel):
         if not value:
             raise ValueError("address must contain visible characters")
         return value
+
+
+REQUEST_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": SimulatorMessage.model_json_schema()}},
+}
 
 
 class Message(BaseModel):
@@ -112,8 +123,13 @@ def router(services: Services) -> APIRouter:
     async def page(request: Request) -> HTMLResponse:
         return TEMPLATES.TemplateResponse(request, "simulator.html", {})
 
-    @api.post("/simulator/api/messages", response_model=SimulatorResponse)
-    async def post_message(body: SimulatorMessage) -> SimulatorResponse:
+    @api.post(
+        "/simulator/api/messages",
+        response_model=SimulatorResponse,
+        openapi_extra={"requestBody": REQUEST_BODY},
+    )
+    async def post_message(request: Request) -> SimulatorResponse:
+        body = await _read_message(request)
         text = clean_text(body.text)
         tap = None
         if body.choice is not None:
@@ -183,6 +199,19 @@ def router(services: Services) -> APIRouter:
         )
 
     return api
+
+
+async def _read_message(request: Request) -> SimulatorMessage:
+    """The posted message, read with the size limit checked while reading (413 past it, not
+    after reading everything) and validated (422 with the same shape as FastAPI's)."""
+    try:
+        raw = await read_body(request, MAX_BODY)
+    except BodyTooLarge:
+        raise HTTPException(413, f"request body too large (at most {MAX_BODY} bytes)") from None
+    try:
+        return SimulatorMessage.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_input=False)) from None
 
 
 def _at(when: datetime | None) -> str:
