@@ -19,6 +19,7 @@ from bot.scheduler import build_scheduler
 from bot.services import Services
 from bot.web import simulator, telegram, twilio_sms
 from bot.web.errors import QuietErrors
+from bot.web.limits import InboundLimiter
 from channels.telegram.polling import run_polling
 from channels.twilio_sms import TwilioSmsChannel
 from storage.db import current_revision, head_revision, upgrade
@@ -109,7 +110,9 @@ def build_app(services: Services) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+        return JSONResponse(
+            status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers
+        )
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> JSONResponse:
@@ -122,18 +125,21 @@ def build_app(services: Services) -> FastAPI:
             )
         return JSONResponse({"status": "ok"})
 
-    if services.settings.simulator_enabled:
+    settings = services.settings
+    if settings.simulator_enabled:
 
         @app.get("/", include_in_schema=False)
         async def root() -> RedirectResponse:
             return RedirectResponse("/simulator")
 
         app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
-        app.include_router(simulator.router(services))
+        limits = InboundLimiter(settings.simulator_per_minute, services.clock)
+        app.include_router(simulator.router(services, limits))
     sms = services.channels.get("sms")
     if isinstance(sms, TwilioSmsChannel):
-        app.include_router(twilio_sms.router(services, sms))
-    secret = services.settings.telegram_webhook_secret
+        senders = InboundLimiter(settings.inbound_per_minute, services.clock)
+        app.include_router(twilio_sms.router(services, sms, senders))
+    secret = settings.telegram_webhook_secret
     if services.telegram is not None and secret is not None:
         app.include_router(telegram.router(services.telegram, secret.get_secret_value()))
     return app

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     # The web simulator and the API docs. Unset: on only when ``public_url`` is a loopback
     # address (a laptop), so a deployment serves neither unless asked.
     simulator: Literal["on", "off"] | None = None
+    # Inbound floods: messages one phone number may send a minute (past it, SMS are dropped
+    # unanswered, except STOP), and messages to the simulator a minute from one client address.
+    inbound_per_minute: int = Field(default=20, ge=1)
+    simulator_per_minute: int = Field(default=60, ge=1)
 
     # A folder of extra flow YAML files; a flow here replaces a shipped flow with the same id.
     flows_dir: Path | None = None

@@ -5,19 +5,24 @@ bodies limited while they are read, and floods from one sender cut off before th
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
 
 from bot.app import build_app
 from bot.clock import FixedClock
 from bot.services import Services, build_services
 from bot.settings import SettingsError, load_settings
+from bot.web.limits import InboundLimiter, Verdict, client_key
 from bot.web.simulator import MAX_BODY, MAX_TEXT
 from channels.base import InboundMessage
 from flows.broadcasts import BroadcastError, BroadcastSpec, Segment
 from storage.db import create_engine, upgrade
+from storage.models import InboundMessage as InboundRow
 from tests.conftest import load_demo_wards, make_settings
 
 API = "/simulator/api/messages"
@@ -25,7 +30,12 @@ PRIVATE = {"channel": "sms", "address": "+447700900555", "text": "my private wor
 
 
 def client_for(services: Services) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=build_app(services), raise_app_exceptions=False)
+    return client_of(build_app(services))
+
+
+def client_of(app: FastAPI, address: str = "127.0.0.1") -> httpx.AsyncClient:
+    """A client of ``app`` whose requests come from ``address``."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False, client=(address, 1234))
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")
 
 
@@ -191,3 +201,89 @@ async def test_the_longest_text_fits_the_body_limit_however_it_is_written(
         API, content=body, headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 200, response.text
+
+
+def test_the_limiter_allows_a_burst_then_one_message_per_share_of_a_minute() -> None:
+    clock = FixedClock()
+    limiter = InboundLimiter(3, clock)
+    assert [limiter.take("a") for _ in range(5)] == [
+        Verdict.ALLOWED,
+        Verdict.ALLOWED,
+        Verdict.ALLOWED,
+        Verdict.REFUSED,  # the first refusal is the one worth logging
+        Verdict.STILL_REFUSED,
+    ]
+    assert limiter.take("b") is Verdict.ALLOWED  # others are not held back
+    assert limiter.retry_after("a") == 20
+    clock.advance(seconds=19)
+    assert limiter.take("a") is Verdict.STILL_REFUSED
+    clock.advance(seconds=1)
+    assert limiter.take("a") is Verdict.ALLOWED
+    assert limiter.take("a") is Verdict.REFUSED
+    clock.advance(seconds=-3600)  # a clock set back gives no credit, and no error
+    assert limiter.take("a") is Verdict.STILL_REFUSED
+
+
+def test_the_limiter_forgets_idle_senders_and_holds_at_most_max_keys() -> None:
+    clock = FixedClock()
+    limiter = InboundLimiter(2, clock, max_keys=100)
+    for k in range(50):
+        limiter.take(f"old-{k}")
+    clock.advance(seconds=60)  # full again: no different from never seen
+    limiter.take("new")
+    assert len(limiter) == 1
+    for k in range(1000):
+        limiter.take(f"many-{k}")
+    assert len(limiter) == 100
+
+
+def test_the_limiter_logs_a_pseudonym_not_the_number() -> None:
+    limiter = InboundLimiter(2, FixedClock())
+    name = limiter.pseudonym("+447700900555")
+    assert name == limiter.pseudonym("+447700900555") != limiter.pseudonym("+447700900556")
+    assert "900555" not in name and "4477" not in name
+    assert InboundLimiter(2, FixedClock()).pseudonym("+447700900555") != name  # per process
+
+
+@pytest.mark.parametrize(
+    ("host", "key"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        (None, "unknown"),
+    ],
+)
+def test_clients_are_counted_by_address_and_ipv6_by_its_64(host: str | None, key: str) -> None:
+    assert client_key(host) == key
+
+
+async def count_inbound(services: Services) -> int:
+    async with services.sessions() as s:
+        return len((await s.execute(select(InboundRow.id))).all())
+
+
+async def test_a_flood_of_new_residents_from_one_address_gets_429(
+    any_services: Services, clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """600 simulated residents were made in 12.6 s from one address; now 60 a minute."""
+    limit = any_services.settings.simulator_per_minute
+    app = build_app(any_services)
+    async with client_of(app, "198.51.100.7") as client:
+        for k in range(limit):
+            body = {"channel": "sms", "address": f"+4477009{k:05d}", "text": "HI"}
+            assert (await client.post(API, json=body)).status_code == 200, k
+        refused = await client.post(API, json=PRIVATE)
+        assert refused.status_code == 429
+        assert "at most 60 a minute" in refused.json()["detail"]
+        assert int(refused.headers["retry-after"]) >= 1
+        assert (await client.post(API, json=PRIVATE)).status_code == 429
+        async with client_of(app, "203.0.113.9") as elsewhere:
+            assert (await elsewhere.post(API, json=PRIVATE)).status_code == 200
+        clock.advance(seconds=1)
+        assert (await client.post(API, json=PRIVATE)).status_code == 200
+    assert await count_inbound(any_services) == limit + 2
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1  # one line for the flood, not one a message
+    assert "198.51.100.7" not in caplog.text

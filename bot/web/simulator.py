@@ -22,6 +22,7 @@ sent, so a page can show the whole thread again after a reload.
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from datetime import datetime
@@ -37,13 +38,14 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from bot.services import Services
-from bot.web.limits import BodyTooLarge, read_body
+from bot.web.limits import BodyTooLarge, InboundLimiter, Verdict, client_key, read_body
 from channels.base import InboundMessage, TapRef
 from channels.simulator import channel_name
 from channels.text import clean_text
 from storage.models import InboundMessage as InboundRow
 from storage.models import OutboundMessage, OutboxStatus
 
+log = logging.getLogger(__name__)
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 MAX_TEXT = 20_000
 THREAD_LIMIT = 200  # messages one GET returns at most (the newest)
@@ -116,7 +118,8 @@ class Thread(BaseModel):
     resident: list[ResidentMessage] | None = None
 
 
-def router(services: Services) -> APIRouter:
+def router(services: Services, limits: InboundLimiter) -> APIRouter:
+    """The simulator's page and API; ``limits`` counts messages per client address."""
     api = APIRouter(tags=["simulator"])
 
     @api.get("/simulator", response_class=HTMLResponse, include_in_schema=False)
@@ -129,6 +132,7 @@ def router(services: Services) -> APIRouter:
         openapi_extra={"requestBody": REQUEST_BODY},
     )
     async def post_message(request: Request) -> SimulatorResponse:
+        _check_rate(request, limits)
         body = await _read_message(request)
         text = clean_text(body.text)
         tap = None
@@ -199,6 +203,27 @@ def router(services: Services) -> APIRouter:
         )
 
     return api
+
+
+def _check_rate(request: Request, limits: InboundLimiter) -> None:
+    """429 past the limit for this client address (counted before the body is read, so a
+    flood costs little), with Retry-After."""
+    key = client_key(request.client.host if request.client else None)
+    verdict = limits.take(key)
+    if verdict is Verdict.ALLOWED:
+        return
+    if verdict is Verdict.REFUSED:
+        log.warning(
+            "simulator: client %s is over %d messages a minute; refusing until it slows down",
+            limits.pseudonym(key),
+            limits.per_minute,
+        )
+    raise HTTPException(
+        429,
+        f"Too many messages: the simulator takes at most {limits.per_minute} a minute from "
+        "one address. Wait a moment and send again.",
+        headers={"Retry-After": str(max(1, limits.retry_after(key)))},
+    )
 
 
 async def _read_message(request: Request) -> SimulatorMessage:

@@ -16,7 +16,8 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from starlette.datastructures import ImmutableMultiDict
 
 from bot.services import Services
-from bot.web.limits import BodyTooLarge, read_body
+from bot.web.limits import BodyTooLarge, InboundLimiter, Verdict, read_body
+from channels.base import InboundMessage
 from channels.errors import RecipientOptedOut
 from channels.twilio_sms import (
     INBOUND_PATH,
@@ -24,6 +25,7 @@ from channels.twilio_sms import (
     InvalidWebhook,
     TwilioSmsChannel,
 )
+from flows.commands import Command, parse_command
 from storage import repositories as repo
 from storage.models import OutboxStatus
 
@@ -48,6 +50,27 @@ STATUSES = {
     "failed": OutboxStatus.FAILED,
     "canceled": OutboxStatus.CANCELLED,
 }
+
+
+def _flooding(senders: InboundLimiter, message: InboundMessage) -> bool:
+    """Whether this SMS is one too many from its number this minute. Every reply is a paid
+    SMS, so a flood of signed messages (200 HELPs) would be a flood of sends: past the limit
+    they are dropped, but an opt-out is never lost, so STOP (or Twilio's own opt-out) always
+    goes through. Twilio gets its usual empty answer either way, and does not send it again."""
+    verdict = senders.take(message.address)
+    if verdict is Verdict.ALLOWED:
+        return False
+    command = parse_command(message.text)
+    if command is not None and command[0] is Command.STOP:
+        return False
+    if verdict is Verdict.REFUSED:
+        log.warning(
+            "sms: sender %s is over %d messages a minute; dropping their messages until it "
+            "slows down (STOP still goes through)",
+            senders.pseudonym(message.address),
+            senders.per_minute,
+        )
+    return True
 
 
 async def _read_form(request: Request) -> Form:
@@ -85,7 +108,8 @@ async def _verified_form(request: Request, channel: TwilioSmsChannel) -> Form:
     return form
 
 
-def router(services: Services, channel: TwilioSmsChannel) -> APIRouter:
+def router(services: Services, channel: TwilioSmsChannel, senders: InboundLimiter) -> APIRouter:
+    """The SMS webhooks; ``senders`` counts inbound messages per phone number."""
     api = APIRouter(tags=["twilio"])
 
     @api.post(INBOUND_PATH, include_in_schema=False)
@@ -97,7 +121,7 @@ def router(services: Services, channel: TwilioSmsChannel) -> APIRouter:
             raise HTTPException(400, str(exc)) from exc
         if message is None:  # a sender name or short code: nobody to reply to
             log.info("ignored SMS %s from a non-phone sender", form.get("MessageSid"))
-        else:
+        elif not _flooding(senders, message):  # a flood is dropped: nothing stored or sent
             await services.pipeline.handle(message)
         return Response(EMPTY_TWIML, media_type="application/xml")
 

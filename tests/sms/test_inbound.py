@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -193,6 +194,49 @@ async def test_no_redirect_is_built_from_the_host_header(sms_bot: SmsBot, path: 
     assert response.status_code == 404
     assert "location" not in response.headers
     assert await sms_bot.count(InboundMessage) == 0
+
+
+async def test_a_flood_from_one_number_cannot_make_us_send_a_flood(
+    sms_bot: SmsBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """200 signed HELPs from one number queued 200 paid replies. Past the limit (20 a
+    minute) messages are dropped: nothing stored or sent, Twilio answered as usual so it
+    does not send them again, and one warning that does not name the number."""
+    limit = sms_bot.services.settings.inbound_per_minute
+    for _ in range(limit):
+        await sms_bot.text("HELP")
+    queued = await sms_bot.count(OutboundMessage)
+    for _ in range(200 - limit):
+        await sms_bot.text("HELP")  # 200 and empty TwiML, as for every message
+    assert await sms_bot.count(InboundMessage) == limit
+    assert await sms_bot.count(OutboundMessage) == queued
+    assert len(await sms_bot.dispatch()) == queued
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "over 20 messages a minute" in warnings[0].getMessage()
+    assert PHONE.removeprefix("+44") not in caplog.text and "900123" not in caplog.text
+
+    await sms_bot.text("HI", sender="+447700900456")  # other numbers are not held back
+    assert await sms_bot.count(InboundMessage) == limit + 1
+    sms_bot.clock.advance(seconds=3)  # one message's worth of the minute
+    await sms_bot.text("HELP")
+    await sms_bot.text("HELP")
+    assert await sms_bot.count(InboundMessage) == limit + 2
+
+
+async def test_stop_is_never_dropped_by_the_flood_limit(sms_bot: SmsBot) -> None:
+    for _ in range(sms_bot.services.settings.inbound_per_minute + 5):
+        await sms_bot.text("HI")
+    before = await sms_bot.count(InboundMessage)
+    await sms_bot.text("Stop")
+    assert await sms_bot.count(InboundMessage) == before + 1
+    async with sms_bot.services.sessions() as session:
+        contact = (await session.execute(select(Contact))).scalar_one()
+    assert contact.opted_out_at is not None
+    # Twilio's own opt-out handling, whatever the words, counts as STOP too
+    form = sms_bot.inbound_form("please no more")
+    form["OptOutType"] = "STOP"
+    assert (await sms_bot.post(INBOUND, form)).status_code == 200
+    assert await sms_bot.count(InboundMessage) == before + 2
 
 
 async def test_control_characters_in_any_field_are_not_stored(sms_bot: SmsBot) -> None:
