@@ -31,6 +31,7 @@ from channels.telegram.updates import (
     PollAnswered,
     PrivateText,
 )
+from channels.text import clean_json
 from flows.broadcasts import Broadcaster, BroadcastSpec, Groups
 from flows.catalogue import Catalogue
 from flows.polls.service import PollRefused, PollService, PollUnanswered, PostedPoll
@@ -99,7 +100,7 @@ class TelegramUpdates:
                 address=update.chat_id,
                 provider_id=str(update.update_id),
                 text=update.text,
-                raw=raw,
+                raw=clean_json(raw),  # no NUL, and no reply chain 500 messages deep
             )
         )
         return "duplicate" if result.duplicate else "message"

@@ -14,12 +14,16 @@ def clean_text(text: str) -> str:
     return _CONTROL.sub("", text)
 
 
-def clean_json(value: Any) -> Any:
-    """:func:`clean_text` applied to every string in a JSON-like value."""
+def clean_json(value: Any, max_depth: int = 12) -> Any:
+    """:func:`clean_text` applied to every string in a JSON-like value, and objects or lists
+    nested deeper than ``max_depth`` left out (None): a value stored deep enough could not
+    be read back (the JSON decoder gives up with RecursionError)."""
     if isinstance(value, str):
         return clean_text(value)
+    if isinstance(value, dict | list) and max_depth <= 0:
+        return None
     if isinstance(value, dict):
-        return {clean_text(str(k)): clean_json(v) for k, v in value.items()}
+        return {clean_text(str(k)): clean_json(v, max_depth - 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [clean_json(v) for v in value]
+        return [clean_json(v, max_depth - 1) for v in value]
     return value

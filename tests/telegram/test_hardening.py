@@ -175,6 +175,31 @@ async def test_deeply_nested_json_is_a_400(tg: TelegramBot) -> None:
     assert await count(tg, InboundMessage) == 0
 
 
+def depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(depth, value), default=0)
+    return 0
+
+
+async def test_a_stored_update_is_bounded_and_clean(tg: TelegramBot) -> None:
+    """A private message replying to a chain 400 messages deep was stored whole: a value so
+    deep the JSON decoder could not read it back in a deeper call stack; and its NULs went
+    to PostgreSQL as they came."""
+    chained: dict[str, Any] = {"message_id": 1, "date": 1, "chat": CHAT, "text": "first"}
+    for k in range(2, 400):
+        chained = {"message_id": k, "date": 1, "chat": CHAT, "reply_to_message": chained}
+    update = message(text="hi", reply_to_message=chained)
+    update["message"]["from"] = {**FROM, "first_name": "Sam\x00"}
+    response = await tg.post(update)
+    assert response.status_code == 200, response.text
+    [row] = await inbound_rows(tg)
+    assert row.raw is not None and depth(row.raw) <= 12
+    assert row.raw["message"]["from"]["first_name"] == "Sam"
+    assert "\\u0000" not in json.dumps(row.raw)
+
+
 async def test_an_oversized_update_is_refused_while_it_is_read(tg: TelegramBot) -> None:
     """A 100 MB body without a Content-Length is cut off just past the 1 MB limit, not read."""
     pulled = 0
