@@ -151,11 +151,20 @@ class Harness:
     caplog: pytest.LogCaptureFixture
     private: tuple[str, ...] = (MARKER, *PHONE_DIGITS, *map(str, TELEGRAM_USERS))
     statuses: Counter[int] = field(default_factory=Counter)
+    known: list[str] = field(default_factory=list)  # values a test found at set-up
     examples: int = 0
     _seen: int = 0
 
+    def __post_init__(self) -> None:
+        self.caplog.set_level(logging.INFO)
+        for client_log in ("httpx", "httpcore"):  # as `civicbot serve` sets them (and the
+            self.caplog.set_level(logging.WARNING, logger=client_log)  # test client's own)
+
     def __repr__(self) -> str:  # shown with a failing example: keep it short
         return f"Harness({self.services.settings.database_url.split(':')[0]})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # Hypothesis's printer
+        printer.text(repr(self))
 
     async def send(
         self, path: str, content: bytes, headers: dict[str, str] | None = None

@@ -4,7 +4,6 @@ never get a 5xx, never log a traceback or what was sent, and leave the database 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -82,7 +81,6 @@ async def harness(
     settings = make_settings(database_url, simulator_per_minute=10**9)  # limits tested apart
     services = await start_services(settings, FixedClock())
     await load_demo_wards(services)
-    caplog.set_level(logging.INFO)
     transport = httpx.ASGITransport(app=build_app(services), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         harness = Harness(services, client, caplog)

@@ -5,7 +5,6 @@ afterwards (see tests/fuzzing.py)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
@@ -109,10 +108,12 @@ def sms_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 async def harness(sms_bot: SmsBot, caplog: pytest.LogCaptureFixture) -> AsyncIterator[Harness]:
-    caplog.set_level(logging.INFO)
     for phone in PHONES:  # sent messages with SIDs 1-9, for status callbacks to find
         await sms_bot.converse("HI", sender=phone)
     harness = Harness(sms_bot.services, sms_bot.client, caplog)
+    # their send attempt ids, which Twilio echoes in the status callback URL
+    harness.known = [row.attempt_id for row in await sms_bot.outbox() if row.attempt_id]
+    assert harness.known
     yield harness
     await harness.finish()
 
@@ -128,6 +129,16 @@ async def post(
         if signature != "none":
             headers["X-Twilio-Signature"] = sign(path, form) if signature == "valid" else "x"
     await harness.send(path, body, headers)
+
+
+def with_attempt(harness: Harness, attempt: int | str | None) -> str:
+    """The status path, with the ``attempt`` Twilio echoes back: one of a sent message's
+    attempt ids (an index into them), or anything at all."""
+    if attempt is None:
+        return STATUS
+    if isinstance(attempt, int):
+        attempt = harness.known[attempt % len(harness.known)]
+    return f"{STATUS}?{urlencode({'attempt': attempt})}"
 
 
 @pytest.mark.timeout(900)
@@ -149,8 +160,13 @@ async def test_twilio_inbound_fuzz(
     form=weighted((12, STATUS_FORMS), (1, RAW_FORMS)),
     signature=SIGNATURES,
     content_type=CONTENT_TYPES,
+    attempt=st.one_of(st.none(), st.integers(0, 100), marked(PLAIN_TEXT), st.just("a" * 5000)),
 )
 async def test_twilio_status_fuzz(
-    harness: Harness, form: dict[str, str] | bytes, signature: str, content_type: str
+    harness: Harness,
+    form: dict[str, str] | bytes,
+    signature: str,
+    content_type: str,
+    attempt: int | str | None,
 ) -> None:
-    await post(harness, STATUS, form, signature, content_type)
+    await post(harness, with_attempt(harness, attempt), form, signature, content_type)

@@ -6,7 +6,6 @@ afterwards (see tests/fuzzing.py)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -162,7 +161,6 @@ async def harness(
     settings = telegram_settings(database_url, fake_api.url, flows_dir=flows, **unlimited)
     services = build_services(settings, clock=FixedClock())
     await upgrade(services.db)
-    caplog.set_level(logging.INFO)
     transport = httpx.ASGITransport(app=build_app(services), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         # a group with an open poll, for membership changes and poll answers to find
