@@ -18,6 +18,11 @@ toggle or page turn ``edited`` is that message with its keyboard redrawn.
 sent to that simulated resident after the cursor, replies and proactive ones (broadcasts,
 reminders) alike, oldest first. Without a cursor it also gives ``resident``: what the resident
 sent, so a page can show the whole thread again after a reload.
+
+Served only when ``CIVICBOT_SIMULATOR`` is on. A POST is refused with 429 past
+``CIVICBOT_SIMULATOR_PER_MINUTE`` from one client address, 413 past :data:`MAX_BODY` bytes
+(checked while reading), and 422 for a body that is not a message (ids with control
+characters included).
 """
 
 from __future__ import annotations

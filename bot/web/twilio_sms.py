@@ -4,7 +4,9 @@
 Each request is bounded in size, parsed as a form, and its ``X-Twilio-Signature`` checked
 against ``CIVICBOT_PUBLIC_URL`` + path before anything is stored: missing or wrong → 403.
 Inbound messages go through the pipeline (deduplicated on MessageSid) and are answered with an
-empty TwiML ``<Response/>``: replies leave later through the outbox and the REST API.
+empty TwiML ``<Response/>``: replies leave later through the outbox and the REST API. A number
+past ``CIVICBOT_INBOUND_PER_MINUTE`` has its messages dropped before the pipeline (STOP
+excepted), and Twilio is answered the same way.
 """
 
 from __future__ import annotations
