@@ -33,6 +33,7 @@ from bot.clock import Clock
 from bot.settings import Settings
 from channels.base import Channel, Lookup
 from channels.errors import ChannelError, PermanentError, RecipientOptedOut, RetryableError
+from channels.logs import log_failure
 from storage import repositories as repo
 from storage.models import Contact, OutboundMessage, OutboxStatus
 
@@ -114,13 +115,13 @@ class Dispatcher:
     async def run_forever(self, stop: asyncio.Event) -> None:
         try:
             await self.reclaim()
-        except Exception:  # the loop below retries; a failed reclaim only delays those rows
-            log.exception("could not take back rows left mid-send")
+        except Exception as exc:  # the loop below retries; a failed reclaim only delays them
+            log_failure(log, "could not take back rows left mid-send", exc)
         while not stop.is_set():
             try:
                 handled = await self.run_once()
-            except Exception:  # keep dispatching: one bad batch must not stop every send
-                log.exception("dispatcher batch failed")
+            except Exception as exc:  # keep dispatching: one bad batch must not stop every send
+                log_failure(log, "dispatcher batch failed", exc)
                 handled = 0
             if handled:
                 continue
@@ -189,7 +190,7 @@ class Dispatcher:
         except RetryableError as exc:
             await self._retry(row, str(exc), exc.retry_after, unsure=exc.maybe_sent)
         except Exception as exc:  # an adapter bug: keep the row, retry later, and say so
-            log.exception("channel %s raised an unmapped error", row.channel)
+            log_failure(log, f"channel {row.channel} raised an unmapped error", exc)
             await self._retry(row, f"unexpected error: {exc.__class__.__name__}", None)
         else:
             await self._finish(row, status=OutboxStatus.SENT, provider_id=provider_id)

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.clock import Clock
 from bot.dispatcher import ERASE_AFTER_SEND
 from channels.base import Channel, Content, InboundMessage, Pager, TapMeaning, Taps
+from channels.logs import log_failure
 from flows.engine import Engine
 from flows.events import (
     ActionResult,
@@ -377,8 +378,8 @@ class Pipeline:
         try:
             async with work.session.begin_nested():
                 return await action(ActionContext(work.session, work.contact, args, work.now))
-        except Exception:
-            log.exception("action %s failed", name)
+        except Exception as exc:
+            log_failure(log, f"action {name} failed", exc)
             return ActionResult(outcome="error")
 
     def _queue(self, work: _Work, content: Content, *, ignore_opt_out: bool) -> OutboundMessage:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from channels.errors import ChannelError
+from channels.logs import log_failure
 from channels.telegram.client import TelegramChannel
 from channels.telegram.updates import InvalidUpdate
 
@@ -71,13 +72,9 @@ async def _handle_one(
         except InvalidUpdate as exc:  # not an update: retrying would not change that
             log.warning("telegram update %s is not valid (%s); skipped", data.get("update_id"), exc)
             return True
-        except Exception:
-            log.exception(
-                "telegram update %s failed (attempt %d of %d)",
-                data.get("update_id"),
-                attempt,
-                MAX_ATTEMPTS,
-            )
+        except Exception as exc:
+            what = f"telegram update {data.get('update_id')} failed (attempt {attempt} of "
+            log_failure(log, f"{what}{MAX_ATTEMPTS})", exc)
         if attempt < MAX_ATTEMPTS:
             await _wait(stop, min(MAX_WAIT, first_wait * 2 ** (attempt - 1)))
             if stop.is_set():
