@@ -27,6 +27,7 @@ from flows.pb.pabulib import (
     read_text,
 )
 from flows.pb.rules import (
+    Funded,
     Rule,
     RuleNotApplicable,
     TallyResult,
@@ -41,6 +42,17 @@ app = typer.Typer(
 )
 
 _BIG_FILE_LINES = 20_000
+
+# What happened to a free project that voters named but MES did not fund (see docs/pb.md).
+_FREE_FUND = "fund it outside the vote (or tally with --fund-free-projects)"
+FREE_NO_WEIGHT = {
+    "approval": "costs nothing; MES with cost satisfaction gives it no weight, so the vote "
+    f"cannot fund it: {_FREE_FUND}",
+    "ordinal": "costs nothing and every voter who named it ranked it last (a Borda score of 0), "
+    f"so MES gives it no weight: {_FREE_FUND}",
+    "cumulative": f"costs nothing and got no points, so MES gives it no weight: {_FREE_FUND}",
+    "scoring": f"costs nothing and got no points, so MES gives it no weight: {_FREE_FUND}",
+}
 
 
 def _fail(message: str) -> typer.Exit:
@@ -97,6 +109,12 @@ def tally_command(
     ),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     explain: bool = typer.Option(False, "--explain", help="say why each project was funded or not"),
+    fund_free: bool = typer.Option(
+        False,
+        "--fund-free-projects",
+        help="MES rules: fund every free project named on a ballot outside the vote (by "
+        "default MES with cost satisfaction gives free projects no weight, as pabutools does)",
+    ),
 ) -> None:
     """Compute which projects are funded."""
     if rule not in ("greedy", "mes", "mes-add1", "phragmen"):
@@ -111,7 +129,7 @@ def tally_command(
     except PabulibError as e:
         raise _fail(f"{file}: {e}") from e
     try:
-        result = tally(election, _as_rule(rule), _as_tie_break(tie_break))
+        result = tally(election, _as_rule(rule), _as_tie_break(tie_break), fund_free=fund_free)
     except RuleNotApplicable as e:
         raise _fail(str(e)) from e
     if as_json:
@@ -137,6 +155,8 @@ def _reasons(election: Election, result: TallyResult) -> dict[int, str]:
         cost = election.projects[u.project].cost
         if u.reason == "no-supporters":
             out[u.project] = "nobody voted for it"
+        elif u.reason == "free-no-weight":
+            out[u.project] = FREE_NO_WEIGHT[election.vote_type]
         elif u.reason == "not-enough-money":
             assert u.money_left is not None
             out[u.project] = (
@@ -154,6 +174,19 @@ def _reasons(election: Election, result: TallyResult) -> dict[int, str]:
                 "the count stopped first (Phragmén stops at the first project that does not fit)"
             )
     return out
+
+
+def _funded_note(election: Election, result: TallyResult, f: Funded) -> str | None:
+    """What to say about a funded project that costs nothing (None for the others)."""
+    if election.projects[f.project].cost:
+        return None
+    if result.rule in ("mes", "mes-add1"):
+        if result.fund_free:
+            return "costs nothing: funded outside the vote (--fund-free-projects); nobody paid"
+        return "costs nothing: funded before the count, as its supporters value it; nobody paid"
+    if result.rule == "phragmen":
+        return "costs nothing: funded first, as it adds no load to its supporters"
+    return "costs nothing: it always fits what is left of the budget"
 
 
 def _json(election: Election, result: TallyResult, explain: bool) -> dict[str, Any]:
@@ -176,6 +209,7 @@ def _json(election: Election, result: TallyResult, explain: bool) -> dict[str, A
             "payments": [
                 {"voter": v, "paid": str(a)} for v, a in payments_by_voter(election, f.payments)
             ],
+            **({"note": note} if (note := _funded_note(election, result, f)) else {}),
         }
         for f in result.funded
     ]
@@ -185,6 +219,7 @@ def _json(election: Election, result: TallyResult, explain: bool) -> dict[str, A
     ]
     if result.voter_budget is not None:
         out["voter_budget"] = str(result.voter_budget)
+        out["fund_free_projects"] = result.fund_free
     return out
 
 
@@ -211,8 +246,12 @@ def _print_table(election: Election, result: TallyResult, explain: bool) -> None
     for f in result.funded:
         p = election.projects[f.project]
         console.print(f"\nFunded {p.id} ({p.name}) at step {f.step}:", markup=False)
+        note = _funded_note(election, result, f)
+        if note:
+            console.print(f"  {note}", markup=False)
         if not f.payments:
-            console.print(f"  {f.supporters:,} supporters; paid from the common budget.")
+            if p.cost:
+                console.print(f"  {f.supporters:,} supporters; paid from the common budget.")
             continue
         for pay in f.payments:
             voters = [v for g in pay.groups for v in election.groups[g].voters]

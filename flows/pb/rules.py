@@ -84,7 +84,12 @@ class Funded:
     price: Fraction | None = None
 
 
-UnfundedReason = Literal["no-supporters", "not-enough-money", "no-longer-fit", "count-stopped"]
+UnfundedReason = Literal[
+    "no-supporters", "not-enough-money", "no-longer-fit", "count-stopped", "free-no-weight"
+]
+"""Why a project was not funded. `free-no-weight`: it costs nothing and MES with cost
+satisfaction gives it no weight (its supporters' satisfaction is its cost, 0), so the vote
+cannot fund it; fund it outside the vote, or tally with `fund_free=True`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +114,26 @@ class TallyResult:
     unfunded: tuple[Unfunded, ...] = ()
     voter_budget: Fraction | None = None  # MES: each voter's starting budget
     add1_runs: int = 0  # mes-add1: how many MES runs were needed
+    fund_free: bool = False  # MES: free projects named on a ballot were funded outside the vote
 
 
-def tally(election: Election, rule: Rule, tie_break: TieBreak = "cost-votes") -> TallyResult:
-    """Run `rule` on `election`; raise `RuleNotApplicable` for e.g. Phragmén on ordinal votes."""
+def tally(
+    election: Election,
+    rule: Rule,
+    tie_break: TieBreak = "cost-votes",
+    *,
+    fund_free: bool = False,
+) -> TallyResult:
+    """Run `rule` on `election`; raise `RuleNotApplicable` for e.g. Phragmén on ordinal votes.
+
+    Projects that cost nothing (see docs/pb.md): greedy funds every one of them (they always
+    fit), Phragmén funds the approved ones first (they add no load), and MES funds one only if
+    its supporters get some satisfaction from it, as pabutools does. With approval ballots
+    (cost satisfaction) a free project's satisfaction is its cost, 0, so MES never funds it
+    and reports it as `free-no-weight`. `fund_free=True` funds every free project named on a
+    ballot before the MES count instead; it does not change what else is funded (a free
+    project takes nobody's money) and only MES rules are affected.
+    """
     if rule in APPROVAL_ONLY and election.vote_type != "approval":
         raise RuleNotApplicable(
             f"rule {rule} needs approval ballots; this file has {election.vote_type} ballots"
@@ -122,7 +143,7 @@ def tally(election: Election, rule: Rule, tie_break: TieBreak = "cost-votes") ->
         return _greedy(election, key, tie_break)
     if rule == "phragmen":
         return _phragmen(election, key, tie_break)
-    prep = _Prepared(election)
+    prep = _Prepared(election, fund_free=fund_free)
     n = election.num_voters
     if rule == "mes":
         run = _MesRun(prep, election.budget / n if n else Fraction(0), key)
@@ -283,8 +304,9 @@ class _Prepared:
     the same factor does not change any MES decision), scale = 1.
     """
 
-    def __init__(self, election: Election) -> None:
+    def __init__(self, election: Election, *, fund_free: bool = False) -> None:
         self.election = election
+        self.fund_free = fund_free
         m = len(election.projects)
         self.m = m
         self.costs = [p.cost for p in election.projects]
@@ -335,6 +357,21 @@ class _Prepared:
         self.nsup_i = np.array([len(s) for s in self.sup], dtype=np.int64)
         # projects MES has to price: supported and not free
         self.priced = [p for p in range(m) if len(self.sup[p]) and self.costs[p] != 0]
+        # Free projects. pabutools' MES funds one, before the count, when its supporters'
+        # total satisfaction is positive: points or a Borda score above 0, never under cost
+        # satisfaction (approval), where a project's satisfaction is its cost. `fund_free`
+        # funds every free project named on a ballot instead.
+        named = [p for p in range(m) if self.costs[p] == 0 and self.named(p)]
+        weighted = [] if approval else [p for p in named if len(self.sup[p])]
+        self.free: list[int] = named if fund_free else weighted
+        self.free_ignored: list[int] = [p for p in named if p not in self.free]
+
+
+    def named(self, p: int) -> bool:
+        """Whether some ballot names project p (utility 0 included, e.g. last in a ranking)."""
+        if len(self.sup[p]):
+            return True
+        return any(p in g.projects for g in self.election.groups)
 
 
 class _Classes:
@@ -391,11 +428,8 @@ class _MesRun:
         G = len(prep.weights)
         self.classes = _Classes(b0)
         self.cls: IntArray = np.zeros(G, dtype=np.int64)
-        self.selected: list[int] = []
+        self.selected: list[int] = list(prep.free)
         self.rounds: list[_Round] = []
-        for p in range(prep.m):
-            if len(prep.sup[p]) and prep.costs[p] == 0:
-                self.selected.append(p)
         self._run()
 
     # -- float estimate ---------------------------------------------------------------------
@@ -656,7 +690,9 @@ def _mes_result(
     for p in range(prep.m):
         if p in chosen:
             continue
-        if len(prep.sup[p]) == 0:
+        if p in prep.free_ignored:
+            unfunded.append(Unfunded(p, "free-no-weight", votes[p]))
+        elif len(prep.sup[p]) == 0:
             unfunded.append(Unfunded(p, "no-supporters", votes[p]))
         else:
             left = run.money_left(p)
@@ -674,6 +710,7 @@ def _mes_result(
         tuple(unfunded),
         voter_budget=run.b0,
         add1_runs=runs,
+        fund_free=prep.fund_free,
     )
 
 
@@ -702,7 +739,7 @@ class _FloatMes:
         self.wtot = np.array([max(w, 1) for w in prep.wtot], dtype=np.float64)
         self.alive = np.zeros(m, dtype=np.int8)
         self.alive[prep.priced] = 1
-        self.free = [p for p in range(m) if len(prep.sup[p]) and prep.costs[p] == 0]
+        self.free = list(prep.free)
         G = len(self.w)
         self.lo = np.empty(G, dtype=np.float64)
         self.hi = np.empty(G, dtype=np.float64)

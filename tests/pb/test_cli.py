@@ -87,3 +87,22 @@ def test_large_files_show_progress_and_tally(tmp_path: Path) -> None:
         assert result.exception is None or isinstance(result.exception, SystemExit)
     tally = runner.invoke(app, ["tally", str(path), "--rule", "mes-add1", "--json"])
     assert json.loads(tally.stdout)["voters"] == n
+
+
+def test_explain_says_what_happened_to_a_free_project() -> None:
+    path = Path(__file__).parent / "cases" / "free_minimal_issue17.pb"
+    out = runner.invoke(app, ["tally", str(path), "--rule", "mes", "--json", "--explain"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["selected"] == ["b"] and data["fund_free_projects"] is False
+    (a,) = [u for u in data["unfunded"] if u["project"] == "a"]
+    assert a["reason"] == "free-no-weight"
+    assert "costs nothing" in a["why"] and "outside the vote" in a["why"]
+    text = runner.invoke(app, ["tally", str(path), "--rule", "mes", "--explain"])
+    assert "a (Free and approved): costs nothing; MES with cost satisfaction" in text.stdout
+    funded = runner.invoke(
+        app, ["tally", str(path), "--rule", "mes", "--json", "--explain", "--fund-free-projects"]
+    )
+    data = json.loads(funded.stdout)
+    assert data["selected"] == ["a", "b"] and data["fund_free_projects"] is True
+    assert "outside the vote" in data["funded"][0]["note"]

@@ -133,8 +133,8 @@ def test_mes_add1_endpoint_matches_pabutools(name: str, slow: bool) -> None:
 def pb_files(draw: st.DrawFn, vote_type: str = "approval") -> str:
     m = draw(st.integers(1, 6))
     n = draw(st.integers(1, 10))
-    # few distinct costs and small budgets make ties likely
-    costs = [draw(st.sampled_from([1, 2, 3, 4, 6])) for _ in range(m)]
+    # few distinct costs and small budgets make ties likely; some projects are free (#17)
+    costs = [draw(st.sampled_from([0, 1, 2, 3, 4, 6])) for _ in range(m)]
     budget = draw(st.integers(1, 14))
     lines = ["META", "key;value", f"num_projects;{m}", f"num_votes;{n}", f"budget;{budget}"]
     lines += [f"vote_type;{vote_type}", "PROJECTS", "project_id;cost"]
