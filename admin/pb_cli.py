@@ -128,6 +128,7 @@ def tally_command(
         )
     except PabulibError as e:
         raise _fail(f"{file}: {e}") from e
+    _print_warnings(file, election)
     try:
         result = tally(election, _as_rule(rule), _as_tie_break(tie_break), fund_free=fund_free)
     except RuleNotApplicable as e:
@@ -136,6 +137,21 @@ def tally_command(
         typer.echo(json.dumps(_json(election, result, explain), ensure_ascii=False))
         return
     _print_table(election, result, explain)
+
+
+_MAX_WARNINGS_SHOWN = 10
+
+
+def _print_warnings(file: Path, election: Election) -> None:
+    """What reading an incomplete file assumed, on stderr (`pb check` lists everything)."""
+    if not election.warnings:
+        return
+    err = Console(stderr=True, soft_wrap=True)
+    for w in election.warnings[:_MAX_WARNINGS_SHOWN]:
+        err.print(f"warning: {file}:{w.line}: {w.message}", markup=False, highlight=False)
+    more = len(election.warnings) - _MAX_WARNINGS_SHOWN
+    if more > 0:
+        err.print(f"warning: ... and {more:,} more (pb check {file} lists them)", markup=False)
 
 
 def _as_rule(rule: str) -> Rule:

@@ -13,8 +13,22 @@ from typing import Literal
 
 VoteType = Literal["approval", "cumulative", "scoring", "ordinal"]
 TieBreak = Literal["cost-votes", "lexico"]
+Severity = Literal["error", "warning"]
 
 TIE_BREAKS: tuple[TieBreak, ...] = ("cost-votes", "lexico")
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """A problem found in a Pabulib file; `line` is 1-based (None: the whole file)."""
+
+    line: int | None
+    severity: Severity
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.line is not None else "file"
+        return f"{where}: {self.severity}: {self.message}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +71,9 @@ class Election:
     num_voters: int
     # Project columns of the original file, kept so that writing it back keeps them.
     project_columns: tuple[str, ...] = ("project_id", "cost", "name")
+    # What the reader had to assume to read an incomplete file (a missing num_votes, a
+    # num_votes that does not match, a short row...), one warning per line it concerns.
+    warnings: tuple[Issue, ...] = ()
 
     def index_of(self, project_id: str) -> int:
         for i, p in enumerate(self.projects):

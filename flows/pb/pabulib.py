@@ -7,6 +7,14 @@ META (`key;value`), PROJECTS (`project_id;cost;...`) and VOTES (`voter_id;vote;.
 the first problem that makes the file unusable. `check_pabulib` reads the whole file and
 returns every problem it finds, including ballots that break the limits given in META.
 Identical ballots are grouped while reading, which is what makes large files cheap to tally.
+
+What is wrong is refused: a negative cost, a project listed twice, a voter who votes twice, a
+project named twice in one ballot, a vote for an unknown project, a META section without its
+`key;value` header row (pabutools would silently lose its first row). What is only incomplete
+is read as pabutools reads it, with a warning that names the line and says what was assumed
+(`Election.warnings`): META without `num_projects` or `num_votes`, counts that do not match the
+file (excerpts of real files), a row whose last optional cells are missing, and a cumulative or
+scoring vote that names no project and has no `points` cell (a blank ballot).
 """
 
 from __future__ import annotations
@@ -14,19 +22,17 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
 
-from flows.pb.model import BallotGroup, Election, Project, VoteType
+from flows.pb.model import BallotGroup, Election, Issue, Project, Severity, VoteType
 
 ProgressFn = Callable[[int, int], None]
 """Called as `progress(lines_done, lines_total)` while a file is read."""
 
-Severity = Literal["error", "warning"]
-
-REQUIRED_META = ("num_projects", "num_votes", "budget", "vote_type")
+REQUIRED_META = ("budget", "vote_type")
+# pabutools does not need these: when missing, the reader counts what the file holds
+COUNT_META = ("num_projects", "num_votes")
 RECOMMENDED_META = ("description", "country", "unit", "instance", "rule", "date_begin", "date_end")
 _VOTE_TYPES: dict[str, VoteType] = {
     "approval": "approval",
@@ -46,19 +52,6 @@ class PabulibError(ValueError):
         self.message = message
         self.line = line
         super().__init__(f"line {line}: {message}" if line is not None else message)
-
-
-@dataclass(frozen=True, slots=True)
-class Issue:
-    """One problem found by `check_pabulib`."""
-
-    line: int | None
-    severity: Severity
-    message: str
-
-    def __str__(self) -> str:
-        where = f"line {self.line}" if self.line is not None else "file"
-        return f"{where}: {self.severity}: {self.message}"
 
 
 # Amounts (costs, budgets, points) above this are refused: no real PB round comes near it, and
@@ -90,6 +83,16 @@ def _show(raw: str) -> str:
     return raw if len(raw) <= 40 else raw[:37] + "..."
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n:,} {what}" if n == 1 else f"{n:,} {what}s"
+
+
+def _lines(lines: list[int], shown: int = 5) -> str:
+    """'3, 8, 9' or '3, 8, 9, 12, 15 and 40 more'."""
+    head = ", ".join(str(n) for n in lines[:shown])
+    return head if len(lines) <= shown else f"{head} and {len(lines) - shown:,} more"
+
+
 def _split(line: str) -> list[str]:
     if '"' in line:
         return next(csv.reader([line], delimiter=";"))
@@ -105,6 +108,7 @@ class _Reader:
         self.limits = limits
         self.progress = progress
         self.issues: list[Issue] = []
+        self.assumed: list[Issue] = []  # warnings about what reading an incomplete file assumed
         self.meta: dict[str, str] = {}
         self.meta_lines: dict[str, int] = {}
         self.projects: list[Project] = []
@@ -112,15 +116,30 @@ class _Reader:
         self.project_columns: tuple[str, ...] = ()
         self.groups: dict[tuple[tuple[int, ...], tuple[Fraction, ...] | None], list[str]] = {}
         self.num_voters = 0
+        # rows of each section, valid or not: the counts META must match (a refused row
+        # already has its own error; it must not also make the counts look wrong)
+        self.project_rows = 0
+        self.vote_rows = 0
+        self.meta_end = 0
         self.seen: set[str] = set()
+        # refused project rows (id -> index of their error in `issues`) and the vote lines
+        # naming them, which are not read and not reported one by one
+        self.refused: dict[str, int] = {}
+        self.refused_votes: dict[str, list[int]] = {}
         self.vote_type: VoteType | None = None
         self.budget: Fraction | None = None
         self.votes_line = 0
+        self.sections: dict[str, int] = {}
 
     def problem(self, line: int | None, message: str, severity: Severity = "error") -> None:
         if self.strict and severity == "error":
             raise PabulibError(message, line)
         self.issues.append(Issue(line, severity, message))
+
+    def assume(self, line: int | None, message: str) -> None:
+        """A warning about something the file lacks and the reader assumed, as pabutools does."""
+        self.problem(line, message, "warning")
+        self.assumed.append(Issue(line, "warning", message))
 
     def rows(self) -> Iterator[tuple[int, list[str]]]:
         total = len(self.lines)
@@ -168,6 +187,15 @@ class _Reader:
             if expect_header:
                 header = [h.strip() for h in row]
                 expect_header = False
+                if section == "meta" and [h.lower() for h in header[:2]] != ["key", "value"]:
+                    # pabutools takes this row for the header and silently drops it
+                    self.problem(
+                        lineno,
+                        "the META section has no 'key;value' header row: its first row "
+                        f"'{_show(';'.join(row))}' would be taken for the header and lost",
+                    )
+                    self.meta_row(row, lineno)
+                    continue
                 self.check_header(section, header, lineno)
                 continue
             if section == "meta":
@@ -180,6 +208,7 @@ class _Reader:
         if not any(line.strip() for line in self.lines):
             self.problem(None, "the file is empty")
             return
+        self.sections = sections_seen
         for name in _SECTIONS:
             if name not in sections_seen:
                 self.problem(last, f"the file has no {name.upper()} section (is it truncated?)")
@@ -188,7 +217,7 @@ class _Reader:
         self.final_checks(last)
 
     def check_header(self, section: str, header: list[str], lineno: int) -> None:
-        needed = {"meta": ("key", "value"), "projects": ("project_id", "cost"), "votes": ("vote",)}
+        needed = {"meta": (), "projects": ("project_id", "cost"), "votes": ("vote",)}
         if section == "votes" and self.vote_type in ("cumulative", "scoring"):
             needed["votes"] = ("vote", "points")
         for col in needed[section]:
@@ -215,6 +244,7 @@ class _Reader:
         if "meta" not in sections_seen:
             return
         meta_end = sections_seen.get("projects", lineno)
+        self.meta_end = meta_end
         for key in REQUIRED_META:
             if key not in self.meta:
                 self.problem(meta_end, f"META has no '{key}' key")
@@ -241,24 +271,54 @@ class _Reader:
             else:
                 if self.budget < 0:
                     self.problem(self.meta_lines["budget"], "budget is negative")
-        for key in ("num_projects", "num_votes", "min_length", "max_length"):
+        for key in ("min_length", "max_length"):
             if key in self.meta and not self.meta[key].strip().isdigit():
                 self.problem(self.meta_lines[key], f"META '{key}' must be a whole number")
 
-    def fields(self, row: list[str], header: list[str], lineno: int) -> dict[str, str] | None:
-        if len(row) != len(header):
-            extra = row[len(header) :]
-            if len(row) < len(header) or any(x.strip() for x in extra):
+    def fields(
+        self, row: list[str], header: list[str], lineno: int, required: tuple[str, ...]
+    ) -> dict[str, str] | None:
+        """The row's cells by column. Missing trailing cells are read as absent (as pabutools
+        reads them) with a warning, unless a `required` column is among them."""
+        if len(row) > len(header) and any(x.strip() for x in row[len(header) :]):
+            self.problem(
+                lineno, f"expected {len(header)} fields ({';'.join(header)}), found {len(row)}"
+            )
+            return None
+        f = {h: v.strip() for h, v in zip(header, row, strict=False)}
+        missing = header[len(row) :]
+        if missing:
+            lost = [c for c in missing if c in required]
+            if lost:
                 self.problem(
                     lineno,
-                    f"expected {len(header)} fields ({';'.join(header)}), found {len(row)}",
+                    f"expected {len(header)} fields ({';'.join(header)}), found {len(row)}: "
+                    f"no {', '.join(repr(c) for c in lost)}",
                 )
                 return None
-        return {h: v.strip() for h, v in zip(header, row, strict=False)}
+            if not ("points" in missing and not f.get("vote")):  # a blank ballot: see vote_row
+                self.assume(
+                    lineno,
+                    f"{len(row)} of {len(header)} fields; read the missing "
+                    + ", ".join(repr(c) for c in missing)
+                    + " as empty",
+                )
+        return f
+
+    def refuse_project(self, pid: str, lineno: int, message: str) -> None:
+        """Refuse a project row; votes naming the project are then not read, and not reported
+        one by one: `final_checks` adds their number to this one error."""
+        self.problem(lineno, message)
+        if pid and pid not in self.index and pid not in self.refused:
+            self.refused[pid] = len(self.issues) - 1
 
     def project_row(self, row: list[str], header: list[str], lineno: int) -> None:
-        f = self.fields(row, header, lineno)
+        self.project_rows += 1
+        f = self.fields(row, header, lineno, ("project_id", "cost"))
         if f is None or "project_id" not in f or "cost" not in f:
+            pid = row[header.index("project_id")].strip() if "project_id" in header else ""
+            if pid and pid not in self.index and pid not in self.refused and self.issues:
+                self.refused[pid] = len(self.issues) - 1  # the row's error, just reported
             return
         pid = f["project_id"]
         if not pid:
@@ -270,21 +330,27 @@ class _Reader:
         try:
             cost = _number(f["cost"])
         except ValueError as e:
-            self.problem(lineno, f"cost '{_show(f['cost'])}' of project '{pid}' is {e}")
+            self.refuse_project(pid, lineno, f"cost '{_show(f['cost'])}' of project '{pid}' is {e}")
             return
         if cost < 0:
-            self.problem(lineno, f"cost of project '{pid}' is negative")
+            self.refuse_project(pid, lineno, f"cost of project '{pid}' is negative")
             return
         if cost == 0:
-            self.problem(lineno, f"project '{pid}' costs nothing", "warning")
+            self.problem(
+                lineno,
+                f"project '{pid}' costs nothing: greedy and Phragmén fund it, MES with approval "
+                "ballots gives it no weight (docs/pb.md)",
+                "warning",
+            )
         self.index[pid] = len(self.projects)
         self.projects.append(Project(pid, cost, f.get("name", ""), f, lineno))
 
     def vote_row(self, row: list[str], header: list[str], lineno: int) -> None:
-        f = self.fields(row, header, lineno)
+        self.vote_rows += 1
+        f = self.fields(row, header, lineno, ("vote",))
         if f is None or "vote" not in f or self.vote_type is None:
             return
-        voter = f.get("voter_id") or str(self.num_voters + 1)
+        voter = f.get("voter_id") or str(self.vote_rows)
         if voter in self.seen:
             self.problem(lineno, f"voter '{voter}' voted twice")
         self.seen.add(voter)
@@ -294,6 +360,9 @@ class _Reader:
         for name in names:
             j = self.index.get(name)
             if j is None:
+                if name in self.refused:  # its row has the error; count the votes it spoils
+                    self.refused_votes.setdefault(name, []).append(lineno)
+                    return
                 self.problem(lineno, f"vote names unknown project '{name}'")
                 return
             idx.append(j)
@@ -302,6 +371,11 @@ class _Reader:
             return
         points: tuple[Fraction, ...] | None = None
         if self.vote_type in ("cumulative", "scoring"):
+            if "points" not in f and "points" in header:
+                if idx:
+                    self.problem(lineno, f"vote names {len(idx)} projects but has no points")
+                    return
+                self.assume(lineno, "no points cell: read as a blank ballot (it names no project)")
             raw = [x.strip() for x in f.get("points", "").split(",")]
             raw = [x for x in raw if x]
             if len(raw) != len(idx):
@@ -339,7 +413,14 @@ class _Reader:
 
         n = len(idx)
         lo, hi = limit("min_length"), limit("max_length")
-        if lo is not None and n < lo:
+        if lo is not None and n == 0 < lo:
+            self.problem(  # a blank vote: pabutools counts it as a voter, and so do the rules
+                lineno,
+                f"a blank ballot (it names no project) although min_length is "
+                f"{m['min_length']}: counted as a voter who supports nothing",
+                "warning",
+            )
+        elif lo is not None and n < lo:
             self.problem(
                 lineno, f"vote names {n} projects, fewer than min_length {m['min_length']}"
             )
@@ -366,13 +447,33 @@ class _Reader:
             self.problem(lineno, f"a project gets more points than max_points {hi}")
 
     def final_checks(self, last: int) -> None:
-        for key, actual in (("num_projects", len(self.projects)), ("num_votes", self.num_voters)):
-            raw = self.meta.get(key, "").strip()
-            if raw.isdigit() and int(raw) != actual:
-                what = "projects" if key == "num_projects" else "votes"
-                self.problem(
-                    last,
-                    f"META says {key}={raw} but the file has {actual} {what} (is it truncated?)",
+        for pid, lines in self.refused_votes.items():
+            i = self.issues[self.refused[pid]]
+            more = (
+                f"; {_count(len(lines), 'vote')} naming '{pid}' could not be read "
+                f"(lines {_lines(lines)})"
+            )
+            self.issues[self.refused[pid]] = Issue(i.line, i.severity, i.message + more)
+        if "meta" not in self.sections or "votes" not in self.sections:
+            return  # already an error: counting would only add knock-on messages
+        for key, actual in (("num_projects", self.project_rows), ("num_votes", self.vote_rows)):
+            what = _count(actual, "project" if key == "num_projects" else "vote")
+            raw = self.meta.get(key)
+            if raw is None:
+                self.assume(
+                    self.meta_end or None,
+                    f"META has no '{key}' key; used the {what} in the file",
+                )
+            elif not raw.strip().isdigit():
+                self.assume(
+                    self.meta_lines[key],
+                    f"META {key} '{_show(raw)}' is not a whole number; used the {what} in the file",
+                )
+            elif int(raw) != actual:
+                self.assume(
+                    self.meta_lines[key],
+                    f"META says {key}={raw} but the file has {what}; used the {what} in the "
+                    "file (an excerpt, or is it truncated?)",
                 )
 
     def election(self) -> Election:
@@ -388,6 +489,7 @@ class _Reader:
             groups=groups,
             num_voters=self.num_voters,
             project_columns=self.project_columns,
+            warnings=tuple(sorted(self.assumed, key=lambda i: i.line or 0)),
         )
 
 

@@ -106,3 +106,16 @@ def test_explain_says_what_happened_to_a_free_project() -> None:
     data = json.loads(funded.stdout)
     assert data["selected"] == ["a", "b"] and data["fund_free_projects"] is True
     assert "outside the vote" in data["funded"][0]["note"]
+
+
+def test_check_lists_warnings_and_exits_0_and_tally_shows_them(tmp_path: Path) -> None:
+    path = Path(__file__).parent / "cases" / "read_excerpt_cumulative.pb"
+    check = runner.invoke(app, ["check", str(path)])
+    assert check.exit_code == 0, check.output
+    assert f"{path}:line 8: warning: META says num_votes=2048" in check.stdout
+    assert f"{path}:line 30: warning: no points cell" in check.stdout
+    assert ": OK (5 warning(s))" in check.stdout  # + 3 recommended META keys missing
+    result = runner.invoke(app, ["tally", str(path), "--rule", "mes", "--json"])
+    assert result.exit_code == 0
+    assert f"warning: {path}:30: no points cell" in result.stderr
+    assert json.loads(result.stdout)["voters"] == 10

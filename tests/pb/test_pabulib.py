@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
@@ -69,7 +70,8 @@ def test_good_file_checks_clean() -> None:
     [
         (GOOD.replace("a;50;3", "a;fifty;3"), "a;fifty", "not a number"),
         (GOOD.replace("2;a\n", "2;a,z\n"), "2;a,z", "unknown project 'z'"),
-        (GOOD.replace("c;60;1;Library", "c;60;1"), "c;60;1", "expected 4 fields"),
+        (GOOD.replace("c;60;1;Library", "cc"), "cc", "expected 4 fields"),
+        (GOOD.replace("c;60;1;Library", "c;60;1;Library;x"), "c;60;1", "expected 4 fields"),
         (GOOD.replace("budget;100", "budget;lots"), "budget;lots", "not a number"),
         (GOOD.replace("b;40.5;2", "a;40.5;2"), "a;40.5;2", "listed twice"),
         # amounts the tally could not hold in a float, or that would take minutes to expand
@@ -88,12 +90,16 @@ def test_errors_carry_the_line_number(broken: str, needle: str, message: str) ->
     assert len(str(info.value)) < 200  # long cells are cut short in the message
 
 
-def test_truncated_file_is_reported_at_its_end() -> None:
+def test_a_file_with_fewer_votes_than_meta_says_is_read_with_a_warning() -> None:
+    # excerpts of real files keep the full round's num_votes; pabutools reads them
     cut = GOOD[: GOOD.index("3;a,b")]
-    with pytest.raises(PabulibError) as info:
-        parse_pabulib(cut)
-    assert info.value.line == len(cut.splitlines())
-    assert "truncated" in str(info.value)
+    e = parse_pabulib(cut)
+    assert e.num_voters == 2
+    (w,) = e.warnings
+    assert w.line == _line_of(cut, "num_votes;4")
+    assert "num_votes=4 but the file has 2 votes; used the 2 votes" in w.message
+    assert "truncated?" in w.message
+    assert [i.severity for i in check_pabulib(cut) if "num_votes" in i.message] == ["warning"]
 
 
 def test_truncated_in_projects_means_missing_votes() -> None:
@@ -113,6 +119,129 @@ def test_missing_required_meta_key() -> None:
     text = GOOD.replace("vote_type;approval\n", "")
     with pytest.raises(PabulibError, match="vote_type"):
         parse_pabulib(text)
+
+
+CASES = Path(__file__).resolve().parent / "cases"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (
+            "read_no_counts_in_meta.pb",
+            [
+                (12, "META has no 'num_projects' key; used the 4 projects in the file"),
+                (12, "META has no 'num_votes' key; used the 5 votes in the file"),
+            ],
+        ),
+        (
+            "read_excerpt_cumulative.pb",
+            [
+                (8, "META says num_votes=2048 but the file has 10 votes; used the 10 votes"),
+                (30, "no points cell: read as a blank ballot (it names no project)"),
+            ],
+        ),
+        ("read_excerpt_ordinal.pb", [(8, "META says num_votes=5000 but the file has 6 votes")]),
+        (
+            "read_short_rows.pb",
+            [
+                (15, "2 of 4 fields; read the missing 'name', 'category' as empty"),
+                (20, "2 of 4 fields; read the missing 'age', 'sex' as empty"),
+                (22, "3 of 4 fields; read the missing 'sex' as empty"),
+                (24, "2 of 4 fields; read the missing 'age', 'sex' as empty"),
+            ],
+        ),
+    ],
+)
+def test_incomplete_files_are_read_with_warnings_naming_the_line(
+    name: str, expected: list[tuple[int, str]]
+) -> None:
+    text = (CASES / name).read_text(encoding="utf-8")
+    e = parse_pabulib(text)
+    got = [(w.line, w.message[: len(m)]) for w, (_, m) in zip(e.warnings, expected, strict=True)]
+    assert got == expected
+    assert all(w.severity == "warning" for w in e.warnings)
+    # pb check: the same warnings, and no error
+    assert [i for i in check_pabulib(text) if i.severity == "error"] == []
+
+
+def test_blank_ballots_count_as_voters() -> None:
+    e = parse_pabulib((CASES / "read_excerpt_cumulative.pb").read_text(encoding="utf-8"))
+    assert e.num_voters == 10 and any(g.projects == () for g in e.groups)
+    ordinal = (CASES / "read_excerpt_ordinal.pb").read_text(encoding="utf-8")
+    assert parse_pabulib(ordinal).num_voters == 6
+    (blank,) = [i for i in check_pabulib(ordinal) if "blank" in i.message]
+    assert blank.severity == "warning" and blank.line == _line_of(ordinal, "4;;paper")
+
+
+@pytest.mark.parametrize(
+    ("broken", "needle", "message"),
+    [
+        (GOOD.replace("b;40.5;2", "b;-40.5;2"), "b;-40.5", "cost of project 'b' is negative"),
+        (GOOD.replace("4;c\n", "2;c\n"), "2;c", "voter '2' voted twice"),
+        (GOOD.replace("4;c\n", "4;c,a,c\n"), "4;c,a,c", "names the same project twice"),
+        (GOOD.replace("4;c\n", "4;c,q\n"), "4;c,q", "unknown project 'q'"),
+        # a vote naming projects with no points cell: pabutools would drop the whole vote
+        (
+            GOOD.replace("vote_type;approval", "vote_type;cumulative")
+            .replace("voter_id;vote\n", "voter_id;vote;points\n")
+            .replace("1;a,b\n", "1;a,b;1,1\n")
+            .replace("2;a\n", "2;a;1\n")
+            .replace("3;a,b\n", "3;a,b;2,1\n"),
+            "4;c",
+            "vote names 1 projects but has no points",
+        ),
+    ],
+)
+def test_what_is_wrong_is_still_refused(broken: str, needle: str, message: str) -> None:
+    with pytest.raises(PabulibError) as info:
+        parse_pabulib(broken)
+    assert info.value.line == _line_of(broken, needle)
+    assert message in str(info.value)
+    errors = [i for i in check_pabulib(broken) if i.severity == "error"]
+    assert [(i.line, message in i.message) for i in errors] == [(_line_of(broken, needle), True)]
+
+
+def test_a_row_without_its_vote_is_refused() -> None:
+    text = GOOD.replace("voter_id;vote\n", "voter_id;age;vote\n")
+    with pytest.raises(PabulibError, match="found 2: no 'vote'") as info:
+        parse_pabulib(text)
+    assert info.value.line == _line_of(text, "1;a,b")
+
+
+def test_meta_without_its_header_row_is_refused_once() -> None:
+    # 9 of pabutools' 272 real test files: pabutools silently loses their first META row
+    text = GOOD.replace("key;value\n", "")
+    with pytest.raises(PabulibError) as info:
+        parse_pabulib(text)
+    assert info.value.line == 2 and "no 'key;value' header row" in str(info.value)
+    assert "'description;test'" in str(info.value)
+    issues = check_pabulib(text)
+    assert [i.line for i in issues if i.severity == "error"] == [2]
+    assert not any("'description'" in i.message for i in issues)  # the row was still read
+
+
+@pytest.mark.parametrize(
+    ("broken", "needle"),
+    [
+        (GOOD.replace("2;a\n", "2;a,zz\n"), "2;a,zz"),  # the bad row is still a vote
+        (GOOD.replace("a;50;3", "a;-50;3"), "a;-50"),  # and the bad project still a project
+        (GOOD.replace("c;60;1;Library", "c;60;1;Library;x"), "c;60;1"),
+    ],
+)
+def test_check_reports_the_cause_once(broken: str, needle: str) -> None:
+    errors = [i for i in check_pabulib(broken) if i.severity == "error"]
+    assert [i.line for i in errors] == [_line_of(broken, needle)], errors
+
+
+def test_a_refused_project_counts_the_votes_it_spoils() -> None:
+    text = GOOD.replace("a;50;3", "a;5O;3")  # a letter O typed for a zero
+    (error,) = [i for i in check_pabulib(text) if i.severity == "error"]
+    assert error.line == _line_of(text, "a;5O")
+    assert error.message == (
+        "cost '5O' of project 'a' is not a number; 3 votes naming 'a' could not be read "
+        "(lines 22, 23, 24)"
+    )
 
 
 def test_check_reports_ballot_limits_and_all_problems() -> None:

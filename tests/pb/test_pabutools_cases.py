@@ -1,9 +1,11 @@
 """pabutools' own rule-test instances and the cases of issue #17, as Pabulib files.
 
-`tests/pb/cases/*.pb` holds the elections of pabutools' `tests/rules/test_rule.py` (written
-out as Pabulib files; the instance with a pre-funded project, `EmptyProfile_Initial`, has no
-Pabulib form and is left out) and the issue's own cases. Every file is tallied with every
-rule and both tie-breaks and compared with pabutools run on the same file.
+`tests/pb/cases/*.pb` holds the elections of pabutools' `tests/rules/test_rule.py` (`rule_*`,
+written out as Pabulib files; the instance with a pre-funded project, `EmptyProfile_Initial`,
+has no Pabulib form and is left out), incomplete files pabutools reads (`read_*`, in the
+manner of its parser tests) and the issue's own cases (`free_*`, `add1_*`). Every file is
+tallied with every rule that applies and both tie-breaks, and compared with pabutools run on
+the same file.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pytest
 
 from flows.pb.model import TieBreak
 from flows.pb.pabulib import read_pabulib
-from flows.pb.rules import RULES, Rule, selected_ids, tally
+from flows.pb.rules import RULES, Rule, RuleNotApplicable, selected_ids, tally
 from tests.pb import pabutools_tally
 
 CASES = Path(__file__).resolve().parent / "cases"
@@ -36,9 +38,12 @@ def test_case_matches_pabutools(name: str, rule: Rule, tie_break: TieBreak) -> N
         pytest.skip("pabutools does not finish this one")
     path = CASES / name
     election = read_pabulib(path)
-    assert selected_ids(election, tally(election, rule, tie_break)) == pabutools_tally(
-        path, rule, tie_break
-    )
+    try:
+        ours = selected_ids(election, tally(election, rule, tie_break))
+    except RuleNotApplicable:
+        assert election.vote_type != "approval"
+        return
+    assert ours == pabutools_tally(path, rule, tie_break)
 
 
 def _reasons(name: str, rule: Rule, **kw: bool) -> tuple[list[str], dict[str, str]]:
