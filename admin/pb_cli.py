@@ -27,10 +27,12 @@ from flows.pb.pabulib import (
     read_text,
 )
 from flows.pb.rules import (
+    DEFAULT_MAX_RUNS,
     Funded,
     Rule,
     RuleNotApplicable,
     TallyResult,
+    TallyTooLong,
     payments_by_voter,
     selected_ids,
     tally,
@@ -109,6 +111,12 @@ def tally_command(
     ),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     explain: bool = typer.Option(False, "--explain", help="say why each project was funded or not"),
+    max_runs: int = typer.Option(
+        DEFAULT_MAX_RUNS,
+        "--max-runs",
+        min=1,
+        help="mes-add1: give up after this many MES runs rather than run for hours",
+    ),
     fund_free: bool = typer.Option(
         False,
         "--fund-free-projects",
@@ -130,9 +138,21 @@ def tally_command(
         raise _fail(f"{file}: {e}") from e
     _print_warnings(file, election)
     try:
-        result = tally(election, _as_rule(rule), _as_tie_break(tie_break), fund_free=fund_free)
+        result = tally(
+            election,
+            _as_rule(rule),
+            _as_tie_break(tie_break),
+            fund_free=fund_free,
+            max_runs=max_runs,
+        )
     except RuleNotApplicable as e:
         raise _fail(str(e)) from e
+    except TallyTooLong as e:
+        raise _fail(
+            f"{file}: {e}. If you can wait, rerun with --max-runs {e.max_runs * 10:,} "
+            "(each run takes about as long as one --rule mes tally of this file); or tally it "
+            "with --rule mes, which needs one run"
+        ) from e
     if as_json:
         typer.echo(json.dumps(_json(election, result, explain), ensure_ascii=False))
         return

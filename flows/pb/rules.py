@@ -42,7 +42,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Literal
 
@@ -65,6 +65,33 @@ _INF = math.inf
 
 class RuleNotApplicable(ValueError):
     """The rule does not apply to this kind of ballot."""
+
+
+DEFAULT_MAX_RUNS = 20_000
+"""How many MES runs `mes-add1` may take by default (the shared real files need at most 845,
+Assen 2024); with the provable jumps most odd elections need a handful."""
+
+
+class TallyTooLong(RuntimeError):
+    """The tally would take more than the allowed work (`max_runs` MES runs for `mes-add1`).
+
+    Raised instead of tying a worker up for hours or days; callers (the CLI, PB rounds) turn
+    it into a message saying what to do: allow more runs, or use another rule.
+    """
+
+    def __init__(self, rule: str, runs: int, max_runs: int, voter_budget: Fraction,
+                 start: Fraction, last: Fraction) -> None:
+        self.rule = rule
+        self.runs = runs
+        self.max_runs = max_runs
+        self.voter_budget = voter_budget
+        self.start = start
+        self.last = last
+        super().__init__(
+            f"{rule} stopped after {runs:,} MES runs (the limit is {max_runs:,}): Add1 had "
+            f"raised each voter's budget from {float(start):,.2f} to {float(voter_budget):,.2f} "
+            f"and may have to go on up to {float(last):,.2f}, one unit at a time"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +141,12 @@ class TallyResult:
     unfunded: tuple[Unfunded, ...] = ()
     voter_budget: Fraction | None = None  # MES: each voter's starting budget
     add1_runs: int = 0  # mes-add1: how many MES runs were needed
+    # mes-add1: each voter's share of the budget before Add1 raised it (B / voters), and the
+    # first raised budget whose outcome cost more than the budget, with that cost (None when
+    # Add1 stopped because the budget could be raised no further)
+    add1_start: Fraction | None = None
+    add1_next_budget: Fraction | None = None
+    add1_next_cost: Fraction | None = None
     fund_free: bool = False  # MES: free projects named on a ballot were funded outside the vote
 
 
@@ -123,6 +156,7 @@ def tally(
     tie_break: TieBreak = "cost-votes",
     *,
     fund_free: bool = False,
+    max_runs: int = DEFAULT_MAX_RUNS,
 ) -> TallyResult:
     """Run `rule` on `election`; raise `RuleNotApplicable` for e.g. Phragmén on ordinal votes.
 
@@ -133,6 +167,8 @@ def tally(
     and reports it as `free-no-weight`. `fund_free=True` funds every free project named on a
     ballot before the MES count instead; it does not change what else is funded (a free
     project takes nobody's money) and only MES rules are affected.
+
+    `mes-add1` raises `TallyTooLong` rather than run more than `max_runs` MES runs.
     """
     if rule in APPROVAL_ONLY and election.vote_type != "approval":
         raise RuleNotApplicable(
@@ -148,7 +184,7 @@ def tally(
     if rule == "mes":
         run = _MesRun(prep, election.budget / n if n else Fraction(0), key)
         return _mes_result(election, prep, run, "mes", tie_break, 0)
-    return _mes_add1(election, prep, key, tie_break)
+    return _mes_add1(election, prep, key, tie_break, max_runs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -770,13 +806,18 @@ def _float_above(v: Fraction) -> float:
     return f if Fraction(f) >= v else math.nextafter(f, math.inf)
 
 
-def _mes_add1(election: Election, prep: _Prepared, key: TieKey, tie_break: TieBreak) -> TallyResult:
+def _mes_add1(
+    election: Election, prep: _Prepared, key: TieKey, tie_break: TieBreak, max_runs: int
+) -> TallyResult:
     """pabutools' `exhaustion_by_budget_increase(..., budget_step=n, exhaustive_stop=False)`.
 
     The per-voter budget goes B/n, B/n + 1, B/n + 2, ... while the total budget stays at most
     B*(n+1) (so k <= B); the result is the outcome just before the first one costing more
     than B (or the last one if none does). Each step runs the certified float kernel, and the
     exact engine where the kernel cannot decide; the kept outcome is recomputed exactly.
+
+    Three provable jumps skip steps whose outcome is known to be the same (see `_SameOutcome`
+    and `_Stretch`); at most `max_runs` MES runs are made, else `TallyTooLong`.
     """
     n = election.num_voters
     budget = election.budget
@@ -789,22 +830,159 @@ def _mes_add1(election: Election, prep: _Prepared, key: TieKey, tie_break: TieBr
     supported = [p for p in range(prep.m) if len(prep.sup[p])]
     k = 0
     runs = 0
+    nxt: tuple[Fraction, Fraction] | None = None
     if sum((costs[p] for p in supported), Fraction(0)) <= budget:
         k = kmax  # no outcome can cost more than B: the last step is kept
     fast = _FloatMes(prep, key)
     same = _SameOutcome(prep, base, kmax)
+    # `_Stretch` costs about as much as an exact run: try it once the outcome has stayed the
+    # same for `patience` steps, and wait twice as long after each try that jumps little
+    patience = 16 + int(prep.nsup_i.sum()) // 1000
+    streak = 0
+    previous: list[int] | None = None
     while k + 1 <= kmax:
+        if runs >= max_runs:
+            raise TallyTooLong("mes-add1", runs, max_runs, base + k, base, base + kmax)
         x = base + k + 1
         sel = fast.run(x)
         if sel is None:
             sel = _MesRun(prep, x, key).selected
         runs += 1
-        if sum((costs[p] for p in sel), Fraction(0)) > budget:
+        spent = sum((costs[p] for p in sel), Fraction(0))
+        if spent > budget:
+            nxt = (x, spent)
             break
         k += 1
         k = max(k, same.last_step(x))
+        streak = streak + 1 if sel == previous else 0
+        previous = sel
+        if streak >= patience and k < kmax:
+            stretch = _Stretch(prep, base + k, key)
+            runs += 1
+            last = stretch.last_step(base, kmax) if stretch.selected == sel else k
+            if last - k < patience:
+                patience *= 2
+            k, streak = max(k, last), 0
     final = _MesRun(prep, base + k, key)
-    return _mes_result(election, prep, final, "mes-add1", tie_break, runs + 1)
+    result = _mes_result(election, prep, final, "mes-add1", tie_break, runs + 1)
+    return replace(
+        result,
+        add1_start=base,
+        add1_next_budget=nxt[0] if nxt else None,
+        add1_next_cost=nxt[1] if nxt else None,
+    )
+
+
+class _Stretch:
+    """The per-voter budgets around x at which MES takes every decision as it does at x.
+
+    An exact MES run (approval, cost satisfaction) at x in which every budget is kept as an
+    affine function a + c*x of the per-voter budget. While the same decisions are taken (which
+    projects are affordable, which supporters pay all they have, which project wins each
+    round, ties going to the same project), every budget, price and rho is affine in x; so is
+    every quantity compared, and each comparison keeps its outcome on a half-line of x. The
+    intersection, an interval around x, is where MES funds exactly what it funds at x.
+    That proves, for example, the election of issue #17 where one of two equally supported
+    projects of cost 10^12 is funded and the second only becomes affordable at x = 10^12:
+    the whole stretch up to it is one jump.
+    """
+
+    def __init__(self, prep: _Prepared, x: Fraction, key: TieKey) -> None:
+        self.x = x
+        # the interval: lower and upper ends (None: unbounded) and whether they are open
+        self.lo: Fraction | None = None
+        self.lo_open = False
+        self.hi: Fraction | None = None
+        self.hi_open = False
+        self.selected: list[int] = list(prep.free)
+        affine: list[tuple[Fraction, Fraction]] = [(Fraction(0), Fraction(1))]  # class -> a, c
+        lookup = {affine[0]: 0}
+        cls: IntArray = np.zeros(len(prep.weights), dtype=np.int64)
+        alive = sorted(prep.priced)
+        while True:
+            best: tuple[Fraction, tuple[object, ...]] | None = None
+            rhos: dict[int, tuple[Fraction, Fraction]] = {}
+            paying: dict[int, tuple[list[int], list[int], Fraction, Fraction]] = {}
+            for p in list(alive):
+                sup = prep.sup[p]
+                per = np.bincount(cls[sup], weights=prep.wsup_f[p])
+                used = np.flatnonzero(per).tolist()
+                wts = [int(per[c]) for c in used]
+                cost = prep.costs[p]
+                total_a = sum((w * affine[c][0] for w, c in zip(wts, used, strict=True)),
+                              Fraction(0))
+                total_c = sum((w * affine[c][1] for w, c in zip(wts, used, strict=True)),
+                              Fraction(0))
+                if total_a + total_c * x < cost:
+                    self._keep(total_a - cost, total_c, strict=True, sign=-1)
+                    alive.remove(p)
+                    continue
+                self._keep(total_a - cost, total_c, strict=False, sign=1)
+                value = {c: affine[c][0] + affine[c][1] * x for c in used}
+                order = sorted(range(len(used)), key=lambda i: value[used[i]])
+                paid, rest = Fraction(0), sum(wts)
+                capped: list[int] = []
+                for i in order:
+                    if (cost - paid) / rest <= value[used[i]]:
+                        break
+                    capped.append(used[i])
+                    paid += wts[i] * value[used[i]]
+                    rest -= wts[i]
+                weight = dict(zip(used, wts, strict=True))
+                qa = (cost - sum((weight[c] * affine[c][0] for c in capped), Fraction(0))) / rest
+                qc = -sum((weight[c] * affine[c][1] for c in capped), Fraction(0)) / rest
+                uncapped = [c for c in used if c not in set(capped)]
+                for c in capped:  # pays all it has: budget < price
+                    self._keep(qa - affine[c][0], qc - affine[c][1], strict=True, sign=1)
+                for c in uncapped:  # pays the price: budget >= price
+                    self._keep(affine[c][0] - qa, affine[c][1] - qc, strict=False, sign=1)
+                rho = (qa / cost, qc / cost)
+                rhos[p] = rho
+                paying[p] = (capped, uncapped, qa, qc)
+                rank = (rho[0] + rho[1] * x, key(p))
+                if best is None or rank < best:
+                    best, winner = rank, p
+            if best is None:
+                return
+            rw = rhos[winner]
+            for p, rho in rhos.items():
+                if p != winner:  # the winner keeps beating p: rho_p - rho_w >= 0 (or > 0)
+                    self._keep(rho[0] - rw[0], rho[1] - rw[1], key(winner) > key(p), 1)
+            capped, uncapped, qa, qc = paying[winner]
+            remap: dict[int, int] = {}
+            for c in capped + uncapped:
+                new = (Fraction(0), Fraction(0)) if c in capped else (
+                    affine[c][0] - qa, affine[c][1] - qc)
+                if new not in lookup:
+                    lookup[new] = len(affine)
+                    affine.append(new)
+                remap[c] = lookup[new]
+            sup = prep.sup[winner]
+            table = np.arange(len(affine), dtype=np.int64)
+            for old, new_c in remap.items():
+                table[old] = new_c
+            cls[sup] = table[cls[sup]]
+            alive.remove(winner)
+            self.selected.append(winner)
+
+    def _keep(self, a: Fraction, c: Fraction, strict: bool, sign: int) -> None:
+        """Restrict the interval to where sign * (a + c*x) >= 0 (> 0 if strict); it holds at x."""
+        if c == 0:
+            return
+        root = -a / c
+        if (c > 0) == (sign > 0):  # a lower end
+            if self.lo is None or root > self.lo or (root == self.lo and strict):
+                self.lo, self.lo_open = root, strict
+        elif self.hi is None or root < self.hi or (root == self.hi and strict):
+            self.hi, self.hi_open = root, strict
+
+    def last_step(self, base: Fraction, kmax: int) -> int:
+        """The largest k <= kmax with base + k in the interval."""
+        if self.hi is None:
+            return kmax
+        d = self.hi - base
+        k = math.ceil(d) - 1 if self.hi_open else math.floor(d)
+        return min(kmax, k)
 
 
 class _SameOutcome:
@@ -855,6 +1033,8 @@ def payments_by_voter(
 
 __all__ = [
     "APPROVAL_ONLY",
+    "DEFAULT_MAX_RUNS",
+    "TallyTooLong",
     "RULES",
     "Funded",
     "Payment",
