@@ -20,6 +20,7 @@ scoring vote that names no project and has no `points` cell (a blank ballot).
 from __future__ import annotations
 
 import csv
+import difflib
 import re
 from collections.abc import Callable, Iterator
 from fractions import Fraction
@@ -126,6 +127,7 @@ class _Reader:
         # naming them, which are not read and not reported one by one
         self.refused: dict[str, int] = {}
         self.refused_votes: dict[str, list[int]] = {}
+        self.unknown: dict[str, list[int]] = {}  # unknown project name -> vote lines
         self.vote_type: VoteType | None = None
         self.budget: Fraction | None = None
         self.votes_line = 0
@@ -363,7 +365,10 @@ class _Reader:
                 if name in self.refused:  # its row has the error; count the votes it spoils
                     self.refused_votes.setdefault(name, []).append(lineno)
                     return
-                self.problem(lineno, f"vote names unknown project '{name}'")
+                if self.strict:
+                    self.problem(lineno, f"vote names unknown project '{name}'")
+                # one error per unknown name, however many votes name it (final_checks)
+                self.unknown.setdefault(name, []).append(lineno)
                 return
             idx.append(j)
         if len(set(idx)) != len(idx):
@@ -454,6 +459,17 @@ class _Reader:
                 f"(lines {_lines(lines)})"
             )
             self.issues[self.refused[pid]] = Issue(i.line, i.severity, i.message + more)
+        for name, lines in self.unknown.items():
+            message = f"vote names unknown project '{name}'"
+            if len(lines) > 1:
+                message = (
+                    f"{_count(len(lines), 'vote')} name unknown project '{name}' "
+                    f"(lines {_lines(lines)})"
+                )
+            close = difflib.get_close_matches(name, list(self.index), n=1)
+            if close:
+                message += f"; did you mean '{close[0]}'?"
+            self.issues.append(Issue(lines[0], "error", message))
         if "meta" not in self.sections or "votes" not in self.sections:
             return  # already an error: counting would only add knock-on messages
         for key, actual in (("num_projects", self.project_rows), ("num_votes", self.vote_rows)):

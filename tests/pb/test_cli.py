@@ -119,3 +119,17 @@ def test_check_lists_warnings_and_exits_0_and_tally_shows_them(tmp_path: Path) -
     assert result.exit_code == 0
     assert f"warning: {path}:30: no points cell" in result.stderr
     assert json.loads(result.stdout)["voters"] == 10
+
+
+def test_check_reports_one_typo_once(tmp_path: Path) -> None:
+    # issue #11: a typo in one cost gave 47 errors, 43 of them "vote names unknown project"
+    votes = "".join(f"{v};a,c\n" for v in range(5, 48))
+    text = GOOD.replace("a;50;3", "a;5O;3").replace("num_votes;4", "num_votes;47") + votes
+    result = runner.invoke(app, ["check", str(_write(tmp_path, text))])
+    assert result.exit_code == 2
+    errors = [line for line in result.stdout.splitlines() if ": error: " in line]
+    assert errors == [
+        f"{tmp_path / 'round.pb'}:line 17: error: cost '5O' of project 'a' is not a number; "
+        "46 votes naming 'a' could not be read (lines 22, 23, 24, 26, 27 and 41 more)"
+    ]
+    assert "1 error(s)" in result.stderr

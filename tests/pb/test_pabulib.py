@@ -274,3 +274,20 @@ def test_an_empty_file_says_so(text: str) -> None:
     with pytest.raises(PabulibError, match="^the file is empty$"):
         parse_pabulib(text)
     assert [str(i) for i in check_pabulib(text)] == ["file: error: the file is empty"]
+
+
+def test_a_typo_in_votes_is_one_error_saying_how_many_lines_it_affects() -> None:
+    # issue #11: one mistake gave 47 errors, 43 of them "vote names unknown project"
+    text = GOOD.replace("1;a,b\n", "1;a,bb\n").replace("3;a,b\n", "3;a,bb\n")
+    text = text.replace("4;c\n", "4;bb\n") + "".join(f"{v};bb,c\n" for v in range(5, 48))
+    text = text.replace("num_votes;4", "num_votes;47")
+    errors = [i for i in check_pabulib(text) if i.severity == "error"]
+    assert len(errors) == 1, errors
+    (e,) = errors
+    assert e.line == _line_of(text, "1;a,bb")
+    assert e.message == (
+        "46 votes name unknown project 'bb' (lines 22, 24, 25, 26, 27 and 41 more); "
+        "did you mean 'b'?"
+    )
+    with pytest.raises(PabulibError, match="line 22: vote names unknown project 'bb'"):
+        parse_pabulib(text)
