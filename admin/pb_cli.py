@@ -1,6 +1,7 @@
 """`civicbot pb`: tally and check Pabulib `.pb` files.
 
-    civicbot pb tally FILE.pb --rule mes-add1 [--tie-break cost-votes|lexico] [--json] [--explain]
+    civicbot pb tally FILE.pb [--rule mes-add1] [--tie-break cost-votes|lexico] [--json]
+                              [--explain] [--max-runs N] [--fund-free-projects]
     civicbot pb check FILE.pb
 
 Problems with the file are reported as one line on stderr with exit status 2.
@@ -9,7 +10,6 @@ Problems with the file are reported as one line on stderr with exit status 2.
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +26,13 @@ from flows.pb.pabulib import (
     parse_pabulib,
     read_text,
 )
+from flows.pb.report import Money, decimal_amount, explain_lines, plural, result_json
 from flows.pb.rules import (
     DEFAULT_MAX_RUNS,
-    Funded,
-    Rule,
     RuleNotApplicable,
     TallyResult,
     TallyTooLong,
-    payments_by_voter,
-    selected_ids,
+    parse_rule,
     tally,
 )
 
@@ -44,18 +42,6 @@ app = typer.Typer(
 )
 
 _BIG_FILE_LINES = 20_000
-
-# What happened to a free project that voters named but MES did not fund (see docs/pb.md).
-_FREE_FUND = "fund it outside the vote (or tally with --fund-free-projects)"
-FREE_NO_WEIGHT = {
-    "approval": "costs nothing; MES with cost satisfaction gives it no weight, so the vote "
-    f"cannot fund it: {_FREE_FUND}",
-    "ordinal": "costs nothing and every voter who named it ranked it last (a Borda score of 0), "
-    f"so MES gives it no weight: {_FREE_FUND}",
-    "cumulative": f"costs nothing and got no points, so MES gives it no weight: {_FREE_FUND}",
-    "scoring": f"costs nothing and got no points, so MES gives it no weight: {_FREE_FUND}",
-}
-
 
 def _fail(message: str) -> typer.Exit:
     Console(stderr=True, soft_wrap=True).print(f"error: {message}", markup=False, highlight=False)
@@ -92,18 +78,15 @@ def _with_progress(text: str, work: str, fn: Any) -> Any:
         return fn(cb)
 
 
-def _num(x: Fraction) -> int | float:
-    return x.numerator if x.denominator == 1 else float(x)
-
-
-def _money(x: Fraction) -> str:
-    return f"{float(x):,.2f}"
-
-
 @app.command("tally")
 def tally_command(
     file: Path = typer.Argument(..., help="Pabulib .pb file"),
-    rule: str = typer.Option("mes-add1", "--rule", help="greedy, mes, mes-add1 or phragmen"),
+    rule: str = typer.Option(
+        "mes-add1",
+        "--rule",
+        help="greedy, mes, mes-add1 or phragmen; Pabulib's names (equalshares, "
+        "equalshares/add1) too",
+    ),
     tie_break: str = typer.Option(
         "cost-votes",
         "--tie-break",
@@ -125,8 +108,10 @@ def tally_command(
     ),
 ) -> None:
     """Compute which projects are funded."""
-    if rule not in ("greedy", "mes", "mes-add1", "phragmen"):
-        raise _fail(f"unknown rule '{rule}' (expected greedy, mes, mes-add1 or phragmen)")
+    try:
+        chosen = parse_rule(rule)
+    except ValueError as e:
+        raise _fail(str(e)) from e
     if tie_break not in ("cost-votes", "lexico"):
         raise _fail(f"unknown tie-break '{tie_break}' (expected cost-votes or lexico)")
     text = _load_text(file)
@@ -140,7 +125,7 @@ def tally_command(
     try:
         result = tally(
             election,
-            _as_rule(rule),
+            chosen,
             _as_tie_break(tie_break),
             fund_free=fund_free,
             max_runs=max_runs,
@@ -154,7 +139,7 @@ def tally_command(
             "with --rule mes, which needs one run"
         ) from e
     if as_json:
-        typer.echo(json.dumps(_json(election, result, explain), ensure_ascii=False))
+        typer.echo(json.dumps(result_json(election, result, explain), ensure_ascii=False))
         return
     _print_table(election, result, explain)
 
@@ -174,135 +159,30 @@ def _print_warnings(file: Path, election: Election) -> None:
         err.print(f"warning: ... and {more:,} more (pb check {file} lists them)", markup=False)
 
 
-def _as_rule(rule: str) -> Rule:
-    for r in ("greedy", "mes", "mes-add1", "phragmen"):
-        if r == rule:
-            return r
-    raise AssertionError(rule)
-
-
 def _as_tie_break(tb: str) -> TieBreak:
     return "lexico" if tb == "lexico" else "cost-votes"
 
 
-def _reasons(election: Election, result: TallyResult) -> dict[int, str]:
-    out: dict[int, str] = {}
-    for u in result.unfunded:
-        cost = election.projects[u.project].cost
-        if u.reason == "no-supporters":
-            out[u.project] = "nobody voted for it"
-        elif u.reason == "free-no-weight":
-            out[u.project] = FREE_NO_WEIGHT[election.vote_type]
-        elif u.reason == "not-enough-money":
-            assert u.money_left is not None
-            out[u.project] = (
-                f"not enough supporters' money left: its {u.supporters} supporters had "
-                f"{_money(u.money_left)} left, it costs {_money(cost)}"
-            )
-        elif u.reason == "no-longer-fit":
-            assert u.budget_left is not None
-            out[u.project] = (
-                f"it no longer fit: {_money(u.budget_left)} of the budget was left, "
-                f"it costs {_money(cost)}"
-            )
-        else:
-            out[u.project] = (
-                "the count stopped first (Phragmén stops at the first project that does not fit)"
-            )
-    return out
-
-
-def _funded_note(election: Election, result: TallyResult, f: Funded) -> str | None:
-    """What to say about a funded project that costs nothing (None for the others)."""
-    if election.projects[f.project].cost:
-        return None
-    if result.rule in ("mes", "mes-add1"):
-        if result.fund_free:
-            return "costs nothing: funded outside the vote (--fund-free-projects); nobody paid"
-        return "costs nothing: funded before the count, as its supporters value it; nobody paid"
-    if result.rule == "phragmen":
-        return "costs nothing: funded first, as it adds no load to its supporters"
-    return "costs nothing: it always fits what is left of the budget"
-
-
-def _json(election: Election, result: TallyResult, explain: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "rule": result.rule,
-        "selected": selected_ids(election, result),
-        "cost": _num(result.cost),
-        "budget": _num(result.budget),
-        "voters": result.voters,
-        "projects": result.projects,
-    }
-    if not explain:
-        return out
-    reasons = _reasons(election, result)
-    out["funded"] = [
-        {
-            "project": election.projects[f.project].id,
-            "step": f.step,
-            "supporters": f.supporters,
-            "payments": [
-                {"voter": v, "paid": str(a)} for v, a in payments_by_voter(election, f.payments)
-            ],
-            **({"note": note} if (note := _funded_note(election, result, f)) else {}),
-        }
-        for f in result.funded
-    ]
-    out["unfunded"] = [
-        {"project": election.projects[u.project].id, "reason": u.reason, "why": reasons[u.project]}
-        for u in result.unfunded
-    ]
-    if result.voter_budget is not None:
-        out["voter_budget"] = str(result.voter_budget)
-        out["fund_free_projects"] = result.fund_free
-    return out
-
-
 def _print_table(election: Election, result: TallyResult, explain: bool) -> None:
     console = Console(soft_wrap=True)
+    money = Money(election)
     title = (
         f"{result.rule}: {len(result.selected)} of {result.projects} projects funded, "
-        f"{_money(result.cost)} of {_money(result.budget)} ({result.voters:,} voters)"
+        f"{money(result.cost)} of {money(result.budget)} ({plural(result.voters, 'voter')})"
     )
     table = Table(title=title)
     table.add_column("#", justify="right")
     table.add_column("project")
     table.add_column("name")
-    table.add_column("cost", justify="right")
+    table.add_column(f"cost ({money.currency})" if money.currency else "cost", justify="right")
     table.add_column("votes", justify="right")
     for f in result.funded:
         p = election.projects[f.project]
-        table.add_row(str(f.step), p.id, p.name[:60], _money(p.cost), f"{f.supporters:,}")
+        cost = f"{decimal_amount(p.cost):,}"
+        table.add_row(str(f.step), p.id, p.name[:60], cost, f"{f.supporters:,}")
     console.print(table)
-    if not explain:
-        return
-    if result.voter_budget is not None:
-        console.print(f"Each voter started with {_money(result.voter_budget)}.", markup=False)
-    for f in result.funded:
-        p = election.projects[f.project]
-        console.print(f"\nFunded {p.id} ({p.name}) at step {f.step}:", markup=False)
-        note = _funded_note(election, result, f)
-        if note:
-            console.print(f"  {note}", markup=False)
-        if not f.payments:
-            if p.cost:
-                console.print(f"  {f.supporters:,} supporters; paid from the common budget.")
-            continue
-        for pay in f.payments:
-            voters = [v for g in pay.groups for v in election.groups[g].voters]
-            shown = ", ".join(voters[:5])
-            if len(voters) > 5:
-                shown += f" and {len(voters) - 5:,} more"
-            console.print(
-                f"  {len(voters):,} voters paid {_money(pay.amount)} each: {shown}", markup=False
-            )
-    reasons = _reasons(election, result)
-    if result.unfunded:
-        console.print("\nNot funded:")
-    for u in result.unfunded:
-        p = election.projects[u.project]
-        console.print(f"  {p.id} ({p.name}): {reasons[u.project]}", markup=False)
+    if explain:
+        console.print("\n".join(explain_lines(election, result)), markup=False, highlight=False)
 
 
 @app.command("check")

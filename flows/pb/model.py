@@ -6,6 +6,7 @@ Everything here is immutable and pure. Amounts (costs, the budget, points) are e
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -124,3 +125,13 @@ def tie_key(election: Election, tie_break: TieBreak) -> TieKey:
         return lambda j: (projects[j].id,)
     votes = election.votes()
     return lambda j: (projects[j].cost, -votes[j], projects[j].id)
+
+
+_CHUNKS = re.compile(r"\d+|\D+")
+
+
+def natural_key(project_id: str) -> tuple[tuple[int, int, str], ...]:
+    """Sort key for project ids that orders numbers as numbers: "2" < "11", "p2" < "p10"."""
+    return tuple(
+        (0, int(t), t) if t.isdigit() else (1, 0, t) for t in _CHUNKS.findall(project_id)
+    )

@@ -50,11 +50,44 @@ import numpy as np
 import numpy.typing as npt
 
 from flows.pb import _mes
-from flows.pb.model import Election, TieBreak, TieKey, tie_key
+from flows.pb.model import Election, TieBreak, TieKey, natural_key, tie_key
 
 Rule = Literal["greedy", "mes", "mes-add1", "phragmen"]
 RULES: tuple[Rule, ...] = ("greedy", "mes", "mes-add1", "phragmen")
 APPROVAL_ONLY: tuple[Rule, ...] = ("mes-add1", "phragmen")
+
+# Pabulib's names for rules (the META `rule` key), accepted wherever a rule is named
+PABULIB_RULES: dict[str, Rule] = {
+    "greedy": "greedy",
+    "equalshares": "mes",
+    "equalshares/add1": "mes-add1",
+}
+# Pabulib rule names civicbot knows but does not run, and what to do instead
+_NOT_RUN = {
+    "equalshares/add1-comparison": "MES with Add1 completion, then a comparison with greedy "
+    "that keeps the outcome more voters prefer; civicbot runs the first part (mes-add1) and "
+    "greedy, not the comparison: tally both and compare",
+    "greedy-threshold": "greedy funding only projects above a vote threshold, which the file "
+    "does not give; civicbot runs plain greedy",
+    "greedy-no-skip": "greedy that stops at the first project that does not fit; civicbot runs "
+    "greedy that skips it",
+    "unknown": "the file does not say which rule was used",
+}
+
+
+def parse_rule(name: str) -> Rule:
+    """The rule called `name`: ours (greedy, mes, mes-add1, phragmen) or Pabulib's alias
+    (equalshares, equalshares/add1); ValueError with what to do otherwise."""
+    cleaned = name.strip().lower()
+    for rule in RULES:
+        if rule == cleaned:
+            return rule
+    if cleaned in PABULIB_RULES:
+        return PABULIB_RULES[cleaned]
+    known = "greedy, mes, mes-add1, phragmen, or Pabulib's " + ", ".join(PABULIB_RULES)
+    if cleaned in _NOT_RUN:
+        raise ValueError(f"rule '{name}' is {_NOT_RUN[cleaned]} (expected {known})")
+    raise ValueError(f"unknown rule '{name}' (expected {known})")
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -1016,8 +1049,8 @@ class _SameOutcome:
 
 
 def selected_ids(election: Election, result: TallyResult) -> list[str]:
-    """The funded project ids, sorted as strings."""
-    return sorted(election.projects[j].id for j in result.selected)
+    """The funded project ids, numbers sorted as numbers ("2" before "11")."""
+    return sorted((election.projects[j].id for j in result.selected), key=natural_key)
 
 
 def payments_by_voter(
@@ -1042,6 +1075,8 @@ __all__ = [
     "RuleNotApplicable",
     "TallyResult",
     "Unfunded",
+    "PABULIB_RULES",
+    "parse_rule",
     "payments_by_voter",
     "selected_ids",
     "tally",

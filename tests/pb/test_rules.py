@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows.pb.model import TieBreak
+from flows.pb.model import TieBreak, natural_key
 from flows.pb.pabulib import parse_pabulib, read_pabulib
 from flows.pb.rules import Rule, RuleNotApplicable, selected_ids, tally
 from tests.pb import DATA_DIR, pabutools_mes_at_step, pabutools_tally
@@ -92,7 +92,9 @@ def test_matches_pabutools_slow(name: str, rule: Rule) -> None:
 )
 def test_official_mes_add1_selections(name: str) -> None:
     election = read_pabulib(_data(name))
-    official = sorted(p.id for p in election.projects if p.fields.get("selected") == "1")
+    official = sorted(
+        (p.id for p in election.projects if p.fields.get("selected") == "1"), key=natural_key
+    )
     assert official
     assert selected_ids(election, tally(election, "mes-add1")) == official
 
