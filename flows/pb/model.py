@@ -75,6 +75,11 @@ class Election:
     # What the reader had to assume to read an incomplete file (a missing num_votes, a
     # num_votes that does not match, a short row...), one warning per line it concerns.
     warnings: tuple[Issue, ...] = ()
+    # VOTES columns of the original file and the lines of the votes read, in file order, so
+    # that writing it back keeps every column (age, district...). Empty for an election
+    # built in code.
+    vote_columns: tuple[str, ...] = ()
+    vote_lines: tuple[str, ...] = ()
 
     def index_of(self, project_id: str) -> int:
         for i, p in enumerate(self.projects):

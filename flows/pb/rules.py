@@ -112,8 +112,15 @@ class TallyTooLong(RuntimeError):
     it into a message saying what to do: allow more runs, or use another rule.
     """
 
-    def __init__(self, rule: str, runs: int, max_runs: int, voter_budget: Fraction,
-                 start: Fraction, last: Fraction) -> None:
+    def __init__(
+        self,
+        rule: str,
+        runs: int,
+        max_runs: int,
+        voter_budget: Fraction,
+        start: Fraction,
+        last: Fraction,
+    ) -> None:
         self.rule = rule
         self.runs = runs
         self.max_runs = max_runs
@@ -942,10 +949,12 @@ class _Stretch:
                 used = np.flatnonzero(per).tolist()
                 wts = [int(per[c]) for c in used]
                 cost = prep.costs[p]
-                total_a = sum((w * affine[c][0] for w, c in zip(wts, used, strict=True)),
-                              Fraction(0))
-                total_c = sum((w * affine[c][1] for w, c in zip(wts, used, strict=True)),
-                              Fraction(0))
+                total_a = sum(
+                    (w * affine[c][0] for w, c in zip(wts, used, strict=True)), Fraction(0)
+                )
+                total_c = sum(
+                    (w * affine[c][1] for w, c in zip(wts, used, strict=True)), Fraction(0)
+                )
                 if total_a + total_c * x < cost:
                     self._keep(total_a - cost, total_c, strict=True, sign=-1)
                     alive.remove(p)
@@ -984,8 +993,11 @@ class _Stretch:
             capped, uncapped, qa, qc = paying[winner]
             remap: dict[int, int] = {}
             for c in capped + uncapped:
-                new = (Fraction(0), Fraction(0)) if c in capped else (
-                    affine[c][0] - qa, affine[c][1] - qc)
+                new = (
+                    (Fraction(0), Fraction(0))
+                    if c in capped
+                    else (affine[c][0] - qa, affine[c][1] - qc)
+                )
                 if new not in lookup:
                     lookup[new] = len(affine)
                     affine.append(new)

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import csv
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
-from flows.pb.pabulib import PabulibError, check_pabulib, parse_pabulib, write_pabulib
+from flows.pb.model import Election
+from flows.pb.pabulib import (
+    PabulibError,
+    check_pabulib,
+    parse_pabulib,
+    read_pabulib,
+    write_pabulib,
+)
+from tests.pb import DATA_DIR
 
 GOOD = """META
 key;value
@@ -291,3 +301,60 @@ def test_a_typo_in_votes_is_one_error_saying_how_many_lines_it_affects() -> None
     )
     with pytest.raises(PabulibError, match="line 22: vote names unknown project 'bb'"):
         parse_pabulib(text)
+
+
+SHARED = sorted(DATA_DIR.glob("*.pb")) if DATA_DIR.is_dir() else []
+
+
+def _vote_cells(e: Election) -> dict[str, dict[str, str]]:
+    """Per voter, the cells of every VOTES column other than vote and points."""
+    cols = list(e.vote_columns)
+    out: dict[str, dict[str, str]] = {}
+    for k, line in enumerate(e.vote_lines):
+        cells = [c.strip() for c in next(csv.reader([line], delimiter=";"))]
+        voter = cells[cols.index("voter_id")] if "voter_id" in cols else str(k + 1)
+        out[voter] = {
+            c: v for c, v in zip(cols, cells, strict=False) if c not in ("vote", "points")
+        }
+    return out
+
+
+def _ballots(e: Election) -> dict[str, tuple[tuple[str, ...], tuple[Fraction, ...] | None]]:
+    return {
+        v: (tuple(e.projects[j].id for j in g.projects), g.points)
+        for g in e.groups
+        for v in g.voters
+    }
+
+
+@pytest.mark.parametrize("path", SHARED, ids=[p.stem for p in SHARED])
+def test_shared_files_round_trip_losslessly(path: Path) -> None:
+    e = read_pabulib(path)
+    again = parse_pabulib(write_pabulib(e))
+    assert again.meta == e.meta  # every key, every value as written
+    assert again.project_columns == e.project_columns
+    assert [p.fields for p in again.projects] == [p.fields for p in e.projects]
+    assert [(p.id, p.cost, p.name) for p in again.projects] == [
+        (p.id, p.cost, p.name) for p in e.projects
+    ]
+    assert again.vote_columns == e.vote_columns
+    assert _vote_cells(again) == _vote_cells(e)  # age, sex, district... per voter
+    assert _ballots(again) == _ballots(e)  # votes and points per voter
+    assert [line.split(";")[0] for line in again.vote_lines][:50] == [
+        line.split(";")[0] for line in e.vote_lines
+    ][:50]  # votes in the order they were read
+    assert again.num_voters == e.num_voters and again.budget == e.budget
+
+
+def test_shared_files_are_all_there() -> None:
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"shared Pabulib data not found at {DATA_DIR}")
+    assert len(SHARED) == 12
+
+
+def test_an_election_built_in_code_is_written_with_minimal_columns() -> None:
+    e = parse_pabulib(GOOD)
+    built = replace(e, vote_columns=(), vote_lines=(), meta={"budget": "100"})
+    text = write_pabulib(built)
+    assert "VOTES\nvoter_id;vote\n" in text and "num_votes;4" in text
+    assert _ballots(parse_pabulib(text)) == _ballots(e)
