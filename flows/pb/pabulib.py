@@ -23,11 +23,15 @@ import contextlib
 import csv
 import difflib
 import gc
+import itertools
 import re
 from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import cast
+
+import numpy as np
+import numpy.typing as npt
 
 from flows.pb.model import BallotGroup, Election, Issue, Project, Severity, VoteType
 
@@ -46,6 +50,8 @@ _VOTE_TYPES: dict[str, VoteType] = {
     "ordinal": "ordinal",
 }
 _SECTIONS = ("meta", "projects", "votes")
+_POWERS_OF_TEN = np.array([10**k for k in range(19)], dtype=np.int64)
+IntArray = npt.NDArray[np.int64]
 _PROGRESS_EVERY = 4096
 
 
@@ -106,10 +112,19 @@ def _split(line: str) -> list[str]:
 class _Reader:
     """One pass over the file. In strict mode the first error raises `PabulibError`."""
 
-    def __init__(self, text: str, *, strict: bool, limits: bool, progress: ProgressFn | None):
+    def __init__(
+        self,
+        text: str,
+        *,
+        strict: bool,
+        limits: bool,
+        progress: ProgressFn | None,
+        whole_columns: bool = True,
+    ):
         self.lines = text.splitlines()
         self.strict = strict
         self.limits = limits
+        self.whole_columns = whole_columns  # False: read votes line by line only (tests)
         self.progress = progress
         self.issues: list[Issue] = []
         self.assumed: list[Issue] = []  # warnings about what reading an incomplete file assumed
@@ -135,6 +150,9 @@ class _Reader:
         self.vote_columns: tuple[str, ...] = ()
         self.vote_line_at: list[int] = []  # index of each vote read, in file order
         self.decoded: dict[str, tuple[int, ...]] = {}  # vote cell -> project indices
+        self.bulk_groups: list[BallotGroup] = []  # the groups `bulk_votes` read
+        # projects by decimal id (sorted ids, their indices), when all ids are decimal numbers
+        self.decimal: tuple[IntArray, IntArray] | None = None
         self.vote_type: VoteType | None = None
         self.budget: Fraction | None = None
         self.votes_line = 0
@@ -159,10 +177,15 @@ class _Reader:
         total = len(lines)
         progress = self.progress
         in_votes = False  # in the VOTES section, past its header: try the fast reader first
+        bulk = False
         i = -1
         while i + 1 < total:
             i += 1
             if in_votes:
+                if bulk:  # first try the whole rest of the section at once
+                    bulk = False
+                    if self.bulk_votes(i):
+                        break
                 i = self.plain_votes(i)
                 if i >= total:
                     break
@@ -215,6 +238,7 @@ class _Reader:
                 if section == "votes":
                     self.vote_columns = tuple(header)
                     in_votes = self.vote_type in ("approval", "ordinal") and "vote" in header
+                    bulk = in_votes and not self.limits and self.whole_columns
                 continue
             if section == "meta":
                 self.meta_row(row, lineno)
@@ -245,6 +269,113 @@ class _Reader:
                 self.problem(lineno, f"{section.upper()} header has no '{col}' column")
         if section == "projects":
             self.project_columns = tuple(header)
+
+    def bulk_votes(self, start: int) -> bool:
+        """Read the rest of the VOTES section at once if every line is a plain vote (approval
+        or ordinal, every cell there, no quotes, only known projects, each voter once, no
+        project twice in a ballot), the common case, with whole-column operations instead of
+        a loop per line. Returns False, having read nothing, if any line is not plain; the
+        line-by-line readers then read the section and report what is wrong, with its line."""
+        lines = self.lines
+        end = len(lines)
+        while end > start and not lines[end - 1].strip():
+            end -= 1
+        n = end - start
+        if n < 2 or self.groups or self.seen or self.bulk_groups:
+            return False
+        header = self.vote_columns
+        ncols = len(header)
+        block = "\n".join(lines[start:end])
+        if '"' in block or "\ufeff" in block:
+            return False
+        rows = [line.split(";") for line in lines[start:end]]
+        if set(map(len, rows)) != {ncols}:
+            return False  # a short or long row, a blank line, a section name...
+        columns = list(zip(*rows, strict=True))
+        if "voter_id" in header:
+            voters = list(map(str.strip, columns[header.index("voter_id")]))
+            if "" in voters or len(set(voters)) != n:
+                return False
+        else:
+            voters = [str(self.vote_rows + k + 1) for k in range(n)]
+        cells = columns[header.index("vote")]
+        distinct = list(dict.fromkeys(cells))
+        filled = [c for c in distinct if c.strip()]
+        decoded: dict[str, tuple[int, ...]] = dict.fromkeys(distinct, ())  # blank: a blank ballot
+        if filled:
+            sizes = np.fromiter(map(str.count, filled, itertools.repeat(",")), np.int64) + 1
+            joined = ",".join(filled)
+            decimal = self.decimal_ids(joined, int(sizes.sum()))
+            if decimal is not None:
+                projects = decimal
+            else:
+                found = list(map(self.index.get, joined.split(",")))
+                if None in found:
+                    return False  # spaces around names, an unknown project, "a,,b"...
+                projects = np.array(found, dtype=np.int64)
+            # sort within each ballot: one sort of ballot * m + project, already sorted by
+            # ballot, so the stable (run-merging) sort is nearly linear
+            m = len(self.projects)
+            ballot = np.repeat(np.arange(len(filled), dtype=np.int64), sizes)
+            combined = np.sort(ballot * m + projects, kind="stable")
+            if bool(np.any(combined[1:] == combined[:-1])):
+                return False  # a project twice in one ballot
+            flat = (projects if self.vote_type == "ordinal" else combined % m).tolist()
+            ends = np.cumsum(sizes).tolist()
+            starts = [0, *ends[:-1]]
+            keys = (tuple(flat[a:b]) for a, b in zip(starts, ends, strict=True))
+            decoded.update(zip(filled, keys, strict=True))
+        # number the ballots, then gather each one's voters in file order (`seen` is not
+        # needed: the whole section is read, and its voters are all different)
+        ballots = list(dict.fromkeys(decoded.values()))
+        if len(ballots) == len(decoded):  # no two cells say the same ("1,2" and "2,1")
+            cell_number = dict(zip(decoded, range(len(decoded)), strict=True))
+        else:
+            number = {k: b for b, k in enumerate(ballots)}
+            cell_number = {c: number[k] for c, k in decoded.items()}
+        of_row = np.fromiter(map(cell_number.__getitem__, cells), np.int64, count=n)
+        by_ballot = np.argsort(of_row, kind="stable")
+        bounds = np.searchsorted(of_row[by_ballot], np.arange(len(ballots) + 1)).tolist()
+        ordered = [voters[k] for k in by_ballot.tolist()]
+        self.bulk_groups = [
+            BallotGroup(key, None, tuple(ordered[bounds[b] : bounds[b + 1]]))
+            for b, key in enumerate(ballots)
+        ]
+        self.vote_line_at.extend(range(start, end))
+        self.vote_rows += n
+        self.num_voters += n
+        return True
+
+    def decimal_ids(self, joined: str, count: int) -> IntArray | None:
+        """The project indices named in `joined` (ids separated by commas), read by numpy's
+        C parser when every project id is a plain decimal number (as in most Pabulib files);
+        None, to read them as text, if not, or if any name is not exactly a project's id."""
+        if self.decimal is None:
+            ids = list(self.index)
+            plain = all(i.isascii() and i.isdigit() and (i == "0" or i[0] != "0") for i in ids)
+            if not plain or not ids or max(len(i) for i in ids) > 18:
+                self.decimal = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+            else:
+                values = np.array([int(i) for i in ids], dtype=np.int64)
+                order = np.argsort(values)
+                self.decimal = (values[order], np.array(list(self.index.values()))[order])
+        known, at = self.decimal
+        if not len(known):
+            return None
+        try:
+            values = np.fromstring(joined, dtype=np.int64, sep=",")
+        except ValueError:
+            return None
+        if len(values) != count or bool((values < 0).any()):
+            return None
+        # a name written other than as the id ("012", "+12", " 12") is longer than its digits
+        digits = np.maximum(np.searchsorted(_POWERS_OF_TEN, values, side="right"), 1)
+        if int(digits.sum()) + count - 1 != len(joined):
+            return None
+        pos = np.minimum(np.searchsorted(known, values), len(known) - 1)
+        if not bool((known[pos] == values).all()):
+            return None
+        return at[pos]
 
     def plain_votes(self, start: int) -> int:
         """Read plain vote rows (approval or ordinal, every cell there, only known projects,
@@ -580,7 +711,7 @@ class _Reader:
         assert self.vote_type is not None and self.budget is not None
         groups = tuple(
             BallotGroup(idx, pts, tuple(voters)) for (idx, pts), voters in self.groups.items()
-        )
+        ) + tuple(self.bulk_groups)
         return Election(
             meta=dict(self.meta),
             projects=tuple(self.projects),

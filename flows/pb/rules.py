@@ -50,7 +50,7 @@ import numpy as np
 import numpy.typing as npt
 
 from flows.pb import _mes
-from flows.pb.model import Election, TieBreak, TieKey, natural_key, tie_key
+from flows.pb.model import Election, Flat, TieBreak, TieKey, natural_key, tie_key, votes_of
 
 Rule = Literal["greedy", "mes", "mes-add1", "phragmen"]
 RULES: tuple[Rule, ...] = ("greedy", "mes", "mes-add1", "phragmen")
@@ -214,16 +214,18 @@ def tally(
         raise RuleNotApplicable(
             f"rule {rule} needs approval ballots; this file has {election.vote_type} ballots"
         )
-    key = tie_key(election, tie_break)
+    flat = election.flat()
+    votes = votes_of(election, flat)
+    key = tie_key(election, tie_break, votes)
     if rule == "greedy":
-        return _greedy(election, key, tie_break)
+        return _greedy(election, key, tie_break, votes)
     if rule == "phragmen":
-        return _phragmen(election, key, tie_break)
-    prep = _Prepared(election, fund_free=fund_free)
+        return _phragmen(election, key, tie_break, votes)
+    prep = _Prepared(election, fund_free=fund_free, votes=votes, flat=flat)
     n = election.num_voters
     if rule == "mes":
-        run = _MesRun(prep, election.budget / n if n else Fraction(0), key)
-        return _mes_result(election, prep, run, "mes", tie_break, 0)
+        x = election.budget / n if n else Fraction(0)
+        return _mes_result(election, prep, _mes_at(prep, x, key), "mes", tie_break, 0)
     return _mes_add1(election, prep, key, tie_break, max_runs)
 
 
@@ -231,13 +233,10 @@ def tally(
 # greedy
 
 
-def _supporters(election: Election) -> list[int]:
-    return election.votes()
-
-
-def _greedy(election: Election, key: TieKey, tie_break: TieBreak) -> TallyResult:
+def _greedy(
+    election: Election, key: TieKey, tie_break: TieBreak, votes: list[int]
+) -> TallyResult:
     m = len(election.projects)
-    votes = _supporters(election)
     total: list[Fraction] | list[int]
     if election.vote_type == "approval":
         total = votes  # every approval is worth 1: integer sums, no Fraction per ballot
@@ -285,12 +284,13 @@ def _greedy(election: Election, key: TieKey, tie_break: TieBreak) -> TallyResult
 # sequential Phragmén (approval only), exact loads kept per class of voters sharing a load
 
 
-def _phragmen(election: Election, key: TieKey, tie_break: TieBreak) -> TallyResult:
+def _phragmen(
+    election: Election, key: TieKey, tie_break: TieBreak, votes: list[int]
+) -> TallyResult:
     m = len(election.projects)
     G = len(election.groups)
     weights = np.array([g.weight for g in election.groups], dtype=np.float64)
     sup = _supporter_lists(election)
-    votes = _supporters(election)
     load_cls: IntArray = np.zeros(G, dtype=np.int64)
     loads: list[Fraction] = [Fraction(0)]
     budget = election.budget
@@ -380,23 +380,28 @@ class _Prepared:
     the same factor does not change any MES decision), scale = 1.
     """
 
-    def __init__(self, election: Election, *, fund_free: bool = False) -> None:
+    def __init__(
+        self,
+        election: Election,
+        *,
+        fund_free: bool = False,
+        votes: list[int] | None = None,
+        flat: Flat | None = None,
+    ) -> None:
         self.election = election
         self.fund_free = fund_free
+        flat = flat if flat is not None else election.flat()
+        self.votes = votes if votes is not None else votes_of(election, flat)
         m = len(election.projects)
         self.m = m
         self.costs = [p.cost for p in election.projects]
         self.costs_f = np.array([float(c) for c in self.costs], dtype=np.float64)
-        self.weights = np.array([g.weight for g in election.groups], dtype=np.int64)
+        self.weights = flat.sizes
         approval = election.vote_type == "approval"
         if approval:
             # every approved project has utility 1: build the supporter lists in numpy
-            lens = np.array([len(g.projects) for g in election.groups], dtype=np.int64)
-            flat_p = np.fromiter(
-                (j for g in election.groups for j in g.projects),
-                dtype=np.int64,
-                count=int(lens.sum()),
-            )
+            lens = flat.lens
+            flat_p = flat.projects
             flat_g = np.repeat(np.arange(len(lens), dtype=np.int64), lens)
             order = np.argsort(flat_p, kind="stable")  # stable: groups stay ascending
             bounds = np.searchsorted(flat_p[order], np.arange(m + 1))
@@ -445,9 +450,7 @@ class _Prepared:
 
     def named(self, p: int) -> bool:
         """Whether some ballot names project p (utility 0 included, e.g. last in a ranking)."""
-        if len(self.sup[p]):
-            return True
-        return any(p in g.projects for g in self.election.groups)
+        return self.votes[p] > 0
 
 
 class _Classes:
@@ -495,9 +498,17 @@ class _Pairs:
 
 
 class _MesRun:
-    """One exact run of MES at per-voter budget `b0`."""
+    """One exact run of MES at per-voter budget `b0`.
 
-    def __init__(self, prep: _Prepared, b0: Fraction, key: TieKey) -> None:
+    With `order` (the funding order the certified kernel proved for this budget), the run
+    only replays it: each round prices and pays for the known winner exactly, without
+    searching all projects for it. Prices, payments and budgets are the exact ones either way;
+    the replay is what makes the payments of a kernel-decided outcome cheap.
+    """
+
+    def __init__(
+        self, prep: _Prepared, b0: Fraction, key: TieKey, order: Sequence[int] | None = None
+    ) -> None:
         self.prep = prep
         self.key = key
         self.b0 = b0
@@ -506,7 +517,19 @@ class _MesRun:
         self.cls: IntArray = np.zeros(G, dtype=np.int64)
         self.selected: list[int] = list(prep.free)
         self.rounds: list[_Round] = []
-        self._run()
+        if order is None:
+            self._run()
+        else:
+            self._replay([p for p in order if p not in prep.free])
+
+    def _replay(self, order: Sequence[int]) -> None:
+        for p in order:
+            pairs = self._pairs(p)
+            t = self._exact_price(p, pairs)
+            if t is None:  # the kernel's proof says it cannot happen
+                raise AssertionError(f"replayed winner {p} is not affordable")
+            self._pay(p, t, pairs)
+            self.selected.append(p)
 
     # -- float estimate ---------------------------------------------------------------------
     def _estimate(self, p: int) -> tuple[float, float] | None:
@@ -722,8 +745,10 @@ class _MesRun:
         s = self.prep.sup[p]
         if len(s) == 0:
             return Fraction(0)
-        per = np.bincount(self.cls[s], weights=self.prep.wsup_f[p]).tolist()
-        return sum((int(w) * self.classes.val[c] for c, w in enumerate(per) if w), Fraction(0))
+        per = np.bincount(self.cls[s], weights=self.prep.wsup_f[p])
+        used = np.flatnonzero(per).tolist()
+        val = self.classes.val
+        return _wsum([int(per[c]) for c in used], [val[c] for c in used])
 
 
 def _wsum(weights: Sequence[int], values: Sequence[Fraction]) -> Fraction:
@@ -743,7 +768,7 @@ def _mes_result(
     tie_break: TieBreak,
     runs: int,
 ) -> TallyResult:
-    votes = _supporters(election)
+    votes = prep.votes
     funded: list[Funded] = []
     step = 0
     by_round = {r.project: r for r in run.rounds}
@@ -753,12 +778,22 @@ def _mes_result(
         if r is None:  # free project
             funded.append(Funded(p, step, votes[p], (), Fraction(0)))
             continue
-        amounts: dict[Fraction, list[int]] = {}
-        inv = r.inv.tolist()
-        for g, k in zip(r.groups.tolist(), inv, strict=True):
-            amounts.setdefault(r.paid[k], []).append(g)
+        # group the supporters by what they paid: per pair of (budget class, utility) first,
+        # with numpy, then merge pairs that paid the same (few Fractions to hash, not one
+        # per supporter)
+        by_pair = np.argsort(r.inv, kind="stable")
+        bounds = np.searchsorted(r.inv[by_pair], np.arange(len(r.paid) + 1))
+        groups_sorted = r.groups[by_pair]
+        amounts: dict[tuple[int, int], list[IntArray]] = {}  # hashing ints, not Fractions
+        paid_of: dict[tuple[int, int], Fraction] = {}
+        for k, paid in enumerate(r.paid):
+            if bounds[k + 1] > bounds[k]:
+                exact = (paid.numerator, paid.denominator)
+                paid_of[exact] = paid
+                amounts.setdefault(exact, []).append(groups_sorted[bounds[k] : bounds[k + 1]])
         payments = tuple(
-            Payment(a, tuple(gs)) for a, gs in sorted(amounts.items(), key=lambda x: -x[0])
+            Payment(paid_of[a], tuple(np.sort(np.concatenate(parts)).tolist()))
+            for a, parts in sorted(amounts.items(), key=lambda x: -paid_of[x[0]])
         )
         funded.append(Funded(p, step, votes[p], payments, r.t / prep.scale[p]))
     chosen = set(run.selected)
@@ -903,7 +938,7 @@ def _mes_add1(
             if last - k < patience:
                 patience *= 2
             k, streak = max(k, last), 0
-    final = _MesRun(prep, base + k, key)
+    final = _mes_at(prep, base + k, key, fast)
     result = _mes_result(election, prep, final, "mes-add1", tie_break, runs + 1)
     return replace(
         result,
@@ -1028,6 +1063,16 @@ class _Stretch:
         d = self.hi - base
         k = math.ceil(d) - 1 if self.hi_open else math.floor(d)
         return min(kmax, k)
+
+
+def _mes_at(prep: _Prepared, x: Fraction, key: TieKey, fast: _FloatMes | None = None) -> _MesRun:
+    """The exact MES run at per-voter budget x, for its payments: the kernel finds the
+    funding order (approval ballots) and the exact engine replays it; where the kernel
+    cannot prove a decision, or the ballots are not approval, the exact engine searches."""
+    if fast is None and prep.election.vote_type == "approval" and len(prep.weights):
+        fast = _FloatMes(prep, key)
+    order = fast.run(x) if fast is not None else None
+    return _MesRun(prep, x, key, order)
 
 
 class _SameOutcome:

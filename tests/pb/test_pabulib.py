@@ -8,10 +8,13 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flows.pb.model import Election
 from flows.pb.pabulib import (
     PabulibError,
+    _Reader,
     check_pabulib,
     parse_pabulib,
     read_pabulib,
@@ -358,3 +361,51 @@ def test_an_election_built_in_code_is_written_with_minimal_columns() -> None:
     text = write_pabulib(built)
     assert "VOTES\nvoter_id;vote\n" in text and "num_votes;4" in text
     assert _ballots(parse_pabulib(text)) == _ballots(e)
+
+
+def _both_readers(text: str) -> tuple[object, object]:
+    """What the whole-column reader and the line-by-line reader make of a file."""
+    out: list[object] = []
+    for whole in (True, False):
+        reader = _Reader(text, strict=True, limits=False, progress=None, whole_columns=whole)
+        try:
+            reader.read()
+            out.append(reader.election())
+        except PabulibError as e:
+            out.append((e.line, e.message))
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("path", SHARED, ids=[p.stem for p in SHARED])
+def test_whole_column_reading_equals_line_by_line_on_shared_files(path: Path) -> None:
+    whole, by_line = _both_readers(path.read_text(encoding="utf-8-sig"))
+    assert whole == by_line
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ids=st.sampled_from([["1", "2", "10", "11"], ["a", "b", "c", "d"], ["7", "07", "x", "12"]]),
+    ordinal=st.booleans(),
+    votes=st.lists(
+        st.tuples(
+            st.sampled_from(["v1", "v2", "v3", "v4", "v5", " v6", ""]),
+            st.lists(
+                st.sampled_from(["1", "2", "10", "11", "a", "b", "07", "7", " 2", "", "q"]),
+                max_size=4,
+            ),
+            st.sampled_from(["", ";x"]),
+        ),
+        min_size=2,
+        max_size=8,
+    ),
+)
+def test_whole_column_reading_equals_line_by_line(
+    ids: list[str], ordinal: bool, votes: list[tuple[str, list[str], str]]
+) -> None:
+    # the same election, or the same first error (line and message), whatever the votes
+    vote_type = "ordinal" if ordinal else "approval"
+    lines = ["META", "key;value", "budget;100", f"vote_type;{vote_type}"]
+    lines += ["PROJECTS", "project_id;cost"] + [f"{i};10" for i in ids]
+    lines += ["VOTES", "voter_id;vote"] + [f"{v};{','.join(n)}{tail}" for v, n, tail in votes]
+    whole, by_line = _both_readers("\n".join(lines) + "\n")
+    assert whole == by_line
