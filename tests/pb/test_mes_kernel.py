@@ -321,3 +321,22 @@ def test_replaying_the_kernels_order_gives_the_exact_runs_payments(
 
         assert rounds(replay) == rounds(search)
         assert replay.classes.val == search.classes.val
+
+
+@pytest.mark.parametrize(
+    "x",
+    [0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.0, -1.0, 0.1, 1e300, -1e300,
+     1.7976931348623157e308, -1.7976931348623157e308, math.inf, -math.inf, 123456.789],
+)
+def test_the_kernels_rounding_steps_are_nextafter(x: float) -> None:
+    # the proof rounds every bound outwards with these; they are inlined in C for speed
+    down, up = _mes.neighbours(x)
+    assert (down, up) == (math.nextafter(x, -math.inf), math.nextafter(x, math.inf))
+    assert math.copysign(1.0, down) == math.copysign(1.0, math.nextafter(x, -math.inf))
+    assert math.copysign(1.0, up) == math.copysign(1.0, math.nextafter(x, math.inf))
+
+
+@settings(max_examples=300, deadline=None)
+@given(x=st.floats(allow_nan=False))
+def test_the_kernels_rounding_steps_are_nextafter_everywhere(x: float) -> None:
+    assert _mes.neighbours(x) == (math.nextafter(x, -math.inf), math.nextafter(x, math.inf))
