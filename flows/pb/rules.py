@@ -752,12 +752,25 @@ class _MesRun:
 
 
 def _wsum(weights: Sequence[int], values: Sequence[Fraction]) -> Fraction:
-    """Exact sum of w * v, adding numerators of equal denominators as integers first."""
+    """Exact sum of w * v: numerators of equal denominators are added as integers, then the
+    partial sums are added pairwise (a balanced tree keeps the integers small: adding them
+    one by one to a growing denominator costs about twice as much), reduced once at the end."""
     by_den: dict[int, int] = {}
     for w, v in zip(weights, values, strict=True):
         d = v.denominator
         by_den[d] = by_den.get(d, 0) + w * v.numerator
-    return sum((Fraction(a, d) for d, a in by_den.items()), Fraction(0))
+    terms = [(a, d) for d, a in by_den.items()]
+    if not terms:
+        return Fraction(0)
+    while len(terms) > 1:
+        paired = []
+        for (a1, d1), (a2, d2) in zip(terms[::2], terms[1::2], strict=False):
+            g = math.gcd(d1, d2)
+            paired.append((a1 * (d2 // g) + a2 * (d1 // g), d1 // g * d2))
+        if len(terms) % 2:
+            paired.append(terms[-1])
+        terms = paired
+    return Fraction(*terms[0])
 
 
 def _mes_result(
@@ -910,6 +923,10 @@ def _mes_add1(
         k = kmax  # no outcome can cost more than B: the last step is kept
     fast = _FloatMes(prep, key)
     same = _SameOutcome(prep, base, kmax)
+    # costs and budget as integers of one common unit: each step's total is an int sum
+    unit = math.lcm(budget.denominator, *(c.denominator for c in costs))
+    cost_units = [int(c * unit) for c in costs]
+    budget_units = int(budget * unit)
     # `_Stretch` costs about as much as an exact run: try it once the outcome has stayed the
     # same for `patience` steps, and wait twice as long after each try that jumps little
     patience = 16 + int(prep.nsup_i.sum()) // 1000
@@ -923,9 +940,9 @@ def _mes_add1(
         if sel is None:
             sel = _MesRun(prep, x, key).selected
         runs += 1
-        spent = sum((costs[p] for p in sel), Fraction(0))
-        if spent > budget:
-            nxt = (x, spent)
+        spent = sum(cost_units[p] for p in sel)
+        if spent > budget_units:
+            nxt = (x, Fraction(spent, unit))
             break
         k += 1
         k = max(k, same.last_step(x))

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from flows.pb import _mes
 from flows.pb.model import Election, TieBreak, tie_key
 from flows.pb.pabulib import parse_pabulib, read_pabulib
-from flows.pb.rules import _FloatMes, _mes_result, _MesRun, _Prepared, tally
+from flows.pb.rules import _FloatMes, _mes_result, _MesRun, _Prepared, _wsum, tally
 from tests.pb import DATA_DIR
 
 
@@ -340,3 +340,15 @@ def test_the_kernels_rounding_steps_are_nextafter(x: float) -> None:
 @given(x=st.floats(allow_nan=False))
 def test_the_kernels_rounding_steps_are_nextafter_everywhere(x: float) -> None:
     assert _mes.neighbours(x) == (math.nextafter(x, -math.inf), math.nextafter(x, math.inf))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    terms=st.lists(
+        st.tuples(st.integers(1, 10**6), st.fractions(min_value=0, max_denominator=10**9)),
+        max_size=40,
+    )
+)
+def test_exact_weighted_sums(terms: list[tuple[int, Fraction]]) -> None:
+    weights, values = [w for w, _ in terms], [v for _, v in terms]
+    assert _wsum(weights, values) == sum((w * v for w, v in terms), Fraction(0))
