@@ -32,6 +32,7 @@ from flows.pb.rules import (
     RuleNotApplicable,
     TallyResult,
     TallyTooLong,
+    kernel_available,
     parse_rule,
     tally,
 )
@@ -100,6 +101,12 @@ def tally_command(
         min=1,
         help="mes-add1: give up after this many MES runs rather than run for hours",
     ),
+    no_kernel: bool = typer.Option(
+        False,
+        "--no-kernel",
+        help="take every decision with the exact engine alone (slower; what happens anyway "
+        "when the C kernel was not built)",
+    ),
     fund_free: bool = typer.Option(
         False,
         "--fund-free-projects",
@@ -122,6 +129,14 @@ def tally_command(
     except PabulibError as e:
         raise _fail(f"{file}: {e}") from e
     _print_warnings(file, election)
+    if not no_kernel and not kernel_available() and _uses_kernel(chosen, election):
+        Console(stderr=True, soft_wrap=True).print(
+            "warning: the PB tally's C kernel (flows/pb/_mes.c) was not built (no C compiler "
+            "when civicbot was installed?): the exact engine tallies alone, with the same "
+            "result, more slowly (mes-add1 on a large file: minutes rather than seconds)",
+            markup=False,
+            highlight=False,
+        )
     try:
         result = tally(
             election,
@@ -129,6 +144,7 @@ def tally_command(
             _as_tie_break(tie_break),
             fund_free=fund_free,
             max_runs=max_runs,
+            kernel=not no_kernel,
         )
     except RuleNotApplicable as e:
         raise _fail(str(e)) from e
@@ -157,6 +173,10 @@ def _print_warnings(file: Path, election: Election) -> None:
     more = len(election.warnings) - _MAX_WARNINGS_SHOWN
     if more > 0:
         err.print(f"warning: ... and {more:,} more (pb check {file} lists them)", markup=False)
+
+
+def _uses_kernel(rule: str, election: Election) -> bool:
+    return rule in ("mes", "mes-add1") and election.vote_type == "approval"
 
 
 def _as_tie_break(tb: str) -> TieBreak:

@@ -40,16 +40,17 @@ bounded floats, so it cannot differ from pabutools, which uses exact `gmpy2.mpq`
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
+from types import ModuleType
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from flows.pb import _mes
 from flows.pb.model import Election, Flat, TieBreak, TieKey, natural_key, tie_key, votes_of
 
 Rule = Literal["greedy", "mes", "mes-add1", "phragmen"]
@@ -98,6 +99,23 @@ _INF = math.inf
 
 class RuleNotApplicable(ValueError):
     """The rule does not apply to this kind of ballot."""
+
+
+@functools.cache
+def _kernel() -> ModuleType | None:
+    """The C kernel `flows.pb._mes`, or None when it was not built: it is an optional
+    extension (a machine without a C compiler installs civicbot without it), and every
+    tally is then taken by the exact engine alone, with the same results, more slowly."""
+    try:
+        from flows.pb import _mes
+    except ImportError:
+        return None
+    return _mes
+
+
+def kernel_available() -> bool:
+    """Whether the C kernel was built (see `_kernel`); callers say so when it was not."""
+    return _kernel() is not None
 
 
 DEFAULT_MAX_RUNS = 20_000
@@ -197,6 +215,7 @@ def tally(
     *,
     fund_free: bool = False,
     max_runs: int = DEFAULT_MAX_RUNS,
+    kernel: bool = True,
 ) -> TallyResult:
     """Run `rule` on `election`; raise `RuleNotApplicable` for e.g. Phragmén on ordinal votes.
 
@@ -209,6 +228,8 @@ def tally(
     project takes nobody's money) and only MES rules are affected.
 
     `mes-add1` raises `TallyTooLong` rather than run more than `max_runs` MES runs.
+    `kernel=False` leaves every decision to the exact engine, as when the C kernel was not
+    built (`kernel_available()`): the same result, more slowly.
     """
     if rule in APPROVAL_ONLY and election.vote_type != "approval":
         raise RuleNotApplicable(
@@ -221,7 +242,7 @@ def tally(
         return _greedy(election, key, tie_break, votes)
     if rule == "phragmen":
         return _phragmen(election, key, tie_break, votes)
-    prep = _Prepared(election, fund_free=fund_free, votes=votes, flat=flat)
+    prep = _Prepared(election, fund_free=fund_free, votes=votes, flat=flat, kernel=kernel)
     n = election.num_voters
     if rule == "mes":
         x = election.budget / n if n else Fraction(0)
@@ -387,9 +408,11 @@ class _Prepared:
         fund_free: bool = False,
         votes: list[int] | None = None,
         flat: Flat | None = None,
+        kernel: bool = True,
     ) -> None:
         self.election = election
         self.fund_free = fund_free
+        self.kernel = kernel  # False: the exact engine decides everything
         flat = flat if flat is not None else election.flat()
         self.votes = votes if votes is not None else votes_of(election, flat)
         m = len(election.projects)
@@ -869,12 +892,13 @@ class _FloatMes:
         self.hi = np.empty(G, dtype=np.float64)
         self.sel = np.empty(m, dtype=np.int64)
         # sums of weights must be exact in float64 for the kernel's argument
-        self.usable = sum(prep.wtot) < 2**52
+        self.kernel = _kernel() if prep.kernel else None
+        self.usable = self.kernel is not None and sum(prep.wtot) < 2**52
 
     def run(self, x: Fraction) -> list[int] | None:
-        if not self.usable:
+        if not self.usable or self.kernel is None:
             return None
-        n = _mes.run(
+        n = self.kernel.run(
             self.ptr, self.idx, self.rank, self.w, self.clo, self.chi, self.wtot, self.alive,
             _float_below(x), _float_above(x), self.lo, self.hi, self.sel,
         )
@@ -1142,6 +1166,7 @@ __all__ = [
     "APPROVAL_ONLY",
     "DEFAULT_MAX_RUNS",
     "TallyTooLong",
+    "kernel_available",
     "RULES",
     "Funded",
     "Payment",

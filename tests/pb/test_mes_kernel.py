@@ -15,17 +15,29 @@ import platform
 import random
 from dataclasses import replace
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.pb import _mes
 from flows.pb.model import Election, TieBreak, tie_key
 from flows.pb.pabulib import parse_pabulib, read_pabulib
-from flows.pb.rules import _FloatMes, _mes_result, _MesRun, _Prepared, _wsum, tally
+from flows.pb.rules import (
+    _FloatMes,
+    _kernel,
+    _mes_result,
+    _MesRun,
+    _Prepared,
+    _wsum,
+    tally,
+)
 from tests.pb import DATA_DIR
+
+# The kernel is an optional extension (test_kernel_optional.py: CI must have built it).
+_mes: Any = _kernel()
+pytestmark = pytest.mark.skipif(_mes is None, reason="the C kernel flows.pb._mes was not built")
 
 
 def _instance(seed: int, n: int, costs: list[int], budget: int) -> Election:
