@@ -951,10 +951,13 @@ def _mes_add1(
     unit = math.lcm(budget.denominator, *(c.denominator for c in costs))
     cost_units = [int(c * unit) for c in costs]
     budget_units = int(budget * unit)
-    # `_Stretch` costs about as much as an exact run: try it once the outcome has stayed the
-    # same for `patience` steps, and wait twice as long after each try that jumps little
-    patience = 16 + int(prep.nsup_i.sum()) // 1000
+    # `_Stretch` costs about as much as an exact run (hundreds of kernel runs): try it once
+    # the outcome has stayed the same for `patience` steps, more on larger elections; after a
+    # try that jumps little (the outcome stays but the supporters who pay all they have
+    # change, as on Assen), not again before the outcome changes, and eight times later
+    patience = 16 + int(prep.nsup_i.sum()) // 4
     streak = 0
+    gave_up_here = False
     previous: list[int] | None = None
     while k + 1 <= kmax:
         if runs >= max_runs:
@@ -970,14 +973,18 @@ def _mes_add1(
             break
         k += 1
         k = max(k, same.last_step(x))
-        streak = streak + 1 if sel == previous else 0
+        if sel != previous:
+            streak, gave_up_here = 0, False
+        else:
+            streak += 1
         previous = sel
-        if streak >= patience and k < kmax:
+        if streak >= patience and not gave_up_here and k < kmax:
             stretch = _Stretch(prep, base + k, key)
             runs += 1
             last = stretch.last_step(base, kmax) if stretch.selected == sel else k
             if last - k < patience:
-                patience *= 2
+                patience *= 8
+                gave_up_here = True
             k, streak = max(k, last), 0
     final = _mes_at(prep, base + k, key, fast)
     result = _mes_result(election, prep, final, "mes-add1", tie_break, runs + 1)
