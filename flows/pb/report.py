@@ -233,11 +233,13 @@ def _shares(election: Election, payments: Sequence[Payment], money: Money) -> st
         if amount == 0:
             parts.append(f"{plural(n, 'supporter')} had nothing left")
         elif i == 0:
-            parts.append(f"{plural(n, 'supporter')} paid {money(amount)} each")
+            parts.append(f"{plural(n, 'supporter')} paid {money(amount)}" + (" each" * (n > 1)))
         elif election.vote_type == "approval":  # under the full price: all they had left
             parts.append(f"{n:,} paid all they had left, {money(amount)}" + (" each" * (n > 1)))
         else:  # points or Borda scores: a share in proportion to the supporter's score
             parts.append(f"{n:,} paid {money(amount)}" + (" each" * (n > 1)))
+    if election.vote_type != "approval" and len(counted) > 1:
+        parts[0] = "in proportion to their points (Borda score for rankings): " + parts[0]
     return "; ".join(parts) + "."
 
 

@@ -12,8 +12,9 @@ Every decision (which project is funded, how much each voter pays, which project
 either taken in exact rational arithmetic (`fractions.Fraction`) or proven by rigorously
 bounded floats, so it cannot differ from pabutools, which uses exact `gmpy2.mpq`.
 
-* The exact MES engine (`_MesRun`; used by `mes`, for every result's payments, and where the
-  float kernel cannot decide) takes every decision in `Fraction`s. Floats only *find*
+* The exact MES engine (`_MesRun`; for every result's payments, where the float kernel cannot
+  decide, for cumulative/scoring/ordinal ballots, and for everything when the kernel was not
+  built or `kernel=False`) takes every decision in `Fraction`s. Floats only *find*
   candidates: each project's rho is estimated in floats with a rigorous relative error bound
   (budgets correctly rounded from the exact values, a sum of N non-negative float terms within
   N*u, the break-point subtraction amplifying that by at most W_total/W_uncapped; 16x that
@@ -27,14 +28,17 @@ bounded floats, so it cannot differ from pabutools, which uses exact `gmpy2.mpq`
 * Voters with identical ballots always hold identical budgets, so budgets are kept per
   *class* of groups sharing one exact value; exact pricing aggregates a project's supporters
   per class, so its cost is the number of classes, not of voters.
-* `mes-add1` runs MES at every per-voter budget B/n + k, k = 1, 2, ... (up to ~200 runs on
-  the shared files), so each run goes through a C kernel (`flows/pb/_mes.c`, `_FloatMes`)
-  that keeps an interval around every exact budget and price, in IEEE binary64 with outward
-  rounding, and takes a decision only when the intervals prove it. It proves exact ties too
-  where they are structural (every supporter either has nothing left or pays the price, so
-  rho = 1 / supporters with money). Anything else it cannot prove makes it give up on that
-  run, which then runs in the exact engine. The kept outcome is recomputed exactly for its
-  payments. The proof is in the C file's header comment.
+* Plain `mes` and every step of `mes-add1` (MES at per-voter budget B/n + k, k = 1, 2, ...,
+  up to ~850 runs on the shared files) go through a C kernel (`flows/pb/_mes.c`,
+  `_FloatMes`; an optional extension) that keeps an interval around every exact budget and
+  price, in IEEE binary64 with outward rounding, and takes a decision only when the
+  intervals prove it. It proves exact ties too where they are structural (every supporter
+  either has nothing left or pays the price, so rho = 1 / supporters with money). Anything
+  else it cannot prove makes it give up on that run, which then runs in the exact engine.
+  The kept outcome's payments are computed exactly by replaying the funding order the kernel
+  proved (`_MesRun(..., order=...)`). The proof is in the C file's header comment.
+* `mes-add1` skips steps whose outcome is provably the same (`_SameOutcome`, `_Stretch`) and
+  stops with `TallyTooLong` after `max_runs` MES runs.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -12,6 +13,7 @@ from flows.pb.model import natural_key
 from flows.pb.pabulib import read_pabulib
 from flows.pb.report import Money, decimal_amount, explain_lines, plural
 from flows.pb.rules import RULES, Rule, tally
+from tests.pb import DATA_DIR
 
 CASES = Path(__file__).resolve().parent / "cases"
 
@@ -52,3 +54,17 @@ def test_every_rule_is_explained_with_every_project(rule: Rule) -> None:
     for p in election.projects:
         assert f"{p.id} ({p.name})" in text
     assert "1 voters" not in text and "1 supporters " not in text
+
+
+@pytest.mark.parametrize("name", ["Switzerland_Zurich_D10", "Netherlands_Assen_2024"])
+@pytest.mark.parametrize("rule", ["greedy", "mes"])
+def test_singular_payments_read_as_singular(name: str, rule: Rule) -> None:
+    path = DATA_DIR / f"{name}.pb"
+    if not path.is_file():
+        pytest.skip(f"shared Pabulib data not found at {path}")
+    election = read_pabulib(path)
+    text = "\n".join(explain_lines(election, tally(election, rule)))
+    one_each = r"(?<![\d,])1 (supporter )?paid (all they had left, )?[\d,.]+( [A-Z]{3})? each"
+    assert re.search(one_each, "1 supporter paid 333.33 CHF each")  # what it must not say
+    assert not re.search(one_each, text)
+    assert not re.search(r"(?<![\d,])1 (voters|supporters|votes)\b", text)
