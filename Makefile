@@ -1,6 +1,7 @@
 # civicbot: `make run` serves the bot with the embedded SQLite database, `make test` runs
 # ruff, mypy and the whole test suite. Both create .venv on first use (and rebuild the PB
-# tally's C kernel, flows/pb/_mes.c, when it changes).
+# tally's C kernel, flows/pb/_mes.c, when it changes; it is optional: without a C compiler
+# civicbot installs and tallies without it, more slowly, and CI fails if it was not built).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

@@ -1,6 +1,7 @@
 """`civicbot pb`: tally and check Pabulib `.pb` files.
 
-    civicbot pb tally FILE.pb --rule mes-add1 [--tie-break cost-votes|lexico] [--json] [--explain]
+    civicbot pb tally FILE.pb [--rule mes-add1] [--tie-break cost-votes|lexico] [--json]
+                              [--explain] [--max-runs N] [--fund-free-projects]
     civicbot pb check FILE.pb
 
 Problems with the file are reported as one line on stderr with exit status 2.
@@ -9,7 +10,6 @@ Problems with the file are reported as one line on stderr with exit status 2.
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,14 @@ from flows.pb.pabulib import (
     parse_pabulib,
     read_text,
 )
+from flows.pb.report import Money, decimal_amount, explain_lines, plural, result_json
 from flows.pb.rules import (
-    Rule,
+    DEFAULT_MAX_RUNS,
     RuleNotApplicable,
     TallyResult,
-    payments_by_voter,
-    selected_ids,
+    TallyTooLong,
+    kernel_available,
+    parse_rule,
     tally,
 )
 
@@ -41,7 +43,6 @@ app = typer.Typer(
 )
 
 _BIG_FILE_LINES = 20_000
-
 
 def _fail(message: str) -> typer.Exit:
     Console(stderr=True, soft_wrap=True).print(f"error: {message}", markup=False, highlight=False)
@@ -78,18 +79,15 @@ def _with_progress(text: str, work: str, fn: Any) -> Any:
         return fn(cb)
 
 
-def _num(x: Fraction) -> int | float:
-    return x.numerator if x.denominator == 1 else float(x)
-
-
-def _money(x: Fraction) -> str:
-    return f"{float(x):,.2f}"
-
-
 @app.command("tally")
 def tally_command(
     file: Path = typer.Argument(..., help="Pabulib .pb file"),
-    rule: str = typer.Option("mes-add1", "--rule", help="greedy, mes, mes-add1 or phragmen"),
+    rule: str = typer.Option(
+        "mes-add1",
+        "--rule",
+        help="greedy, mes, mes-add1 or phragmen; Pabulib's names (equalshares, "
+        "equalshares/add1) too",
+    ),
     tie_break: str = typer.Option(
         "cost-votes",
         "--tie-break",
@@ -97,10 +95,30 @@ def tally_command(
     ),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     explain: bool = typer.Option(False, "--explain", help="say why each project was funded or not"),
+    max_runs: int = typer.Option(
+        DEFAULT_MAX_RUNS,
+        "--max-runs",
+        min=1,
+        help="mes-add1: give up after this many MES runs rather than run for hours",
+    ),
+    no_kernel: bool = typer.Option(
+        False,
+        "--no-kernel",
+        help="take every decision with the exact engine alone (slower; what happens anyway "
+        "when the C kernel was not built)",
+    ),
+    fund_free: bool = typer.Option(
+        False,
+        "--fund-free-projects",
+        help="MES rules: fund every free project named on a ballot outside the vote (by "
+        "default MES with cost satisfaction gives free projects no weight, as pabutools does)",
+    ),
 ) -> None:
     """Compute which projects are funded."""
-    if rule not in ("greedy", "mes", "mes-add1", "phragmen"):
-        raise _fail(f"unknown rule '{rule}' (expected greedy, mes, mes-add1 or phragmen)")
+    try:
+        chosen = parse_rule(rule)
+    except ValueError as e:
+        raise _fail(str(e)) from e
     if tie_break not in ("cost-votes", "lexico"):
         raise _fail(f"unknown tie-break '{tie_break}' (expected cost-votes or lexico)")
     text = _load_text(file)
@@ -110,124 +128,81 @@ def tally_command(
         )
     except PabulibError as e:
         raise _fail(f"{file}: {e}") from e
+    _print_warnings(file, election)
+    if not no_kernel and not kernel_available() and _uses_kernel(chosen, election):
+        Console(stderr=True, soft_wrap=True).print(
+            "warning: the PB tally's C kernel (flows/pb/_mes.c) was not built (no C compiler "
+            "when civicbot was installed?): the exact engine tallies alone, with the same "
+            "result, more slowly (mes-add1 on a large file: minutes rather than seconds)",
+            markup=False,
+            highlight=False,
+        )
     try:
-        result = tally(election, _as_rule(rule), _as_tie_break(tie_break))
+        result = tally(
+            election,
+            chosen,
+            _as_tie_break(tie_break),
+            fund_free=fund_free,
+            max_runs=max_runs,
+            kernel=not no_kernel,
+        )
     except RuleNotApplicable as e:
         raise _fail(str(e)) from e
+    except TallyTooLong as e:
+        raise _fail(
+            f"{file}: {e}. If you can wait, rerun with --max-runs {e.max_runs * 10:,} "
+            "(each run takes about as long as one --rule mes tally of this file); or tally it "
+            "with --rule mes, which needs one run"
+        ) from e
     if as_json:
-        typer.echo(json.dumps(_json(election, result, explain), ensure_ascii=False))
+        typer.echo(json.dumps(result_json(election, result, explain), ensure_ascii=False))
         return
     _print_table(election, result, explain)
 
 
-def _as_rule(rule: str) -> Rule:
-    for r in ("greedy", "mes", "mes-add1", "phragmen"):
-        if r == rule:
-            return r
-    raise AssertionError(rule)
+_MAX_WARNINGS_SHOWN = 10
+
+
+def _print_warnings(file: Path, election: Election) -> None:
+    """What reading an incomplete file assumed, on stderr (`pb check` lists everything)."""
+    if not election.warnings:
+        return
+    err = Console(stderr=True, soft_wrap=True)
+    for w in election.warnings[:_MAX_WARNINGS_SHOWN]:
+        err.print(f"warning: {file}:{w.line}: {w.message}", markup=False, highlight=False)
+    more = len(election.warnings) - _MAX_WARNINGS_SHOWN
+    if more > 0:
+        err.print(f"warning: ... and {more:,} more (pb check {file} lists them)", markup=False)
+
+
+def _uses_kernel(rule: str, election: Election) -> bool:
+    return rule in ("mes", "mes-add1") and election.vote_type == "approval"
 
 
 def _as_tie_break(tb: str) -> TieBreak:
     return "lexico" if tb == "lexico" else "cost-votes"
 
 
-def _reasons(election: Election, result: TallyResult) -> dict[int, str]:
-    out: dict[int, str] = {}
-    for u in result.unfunded:
-        cost = election.projects[u.project].cost
-        if u.reason == "no-supporters":
-            out[u.project] = "nobody voted for it"
-        elif u.reason == "not-enough-money":
-            assert u.money_left is not None
-            out[u.project] = (
-                f"not enough supporters' money left: its {u.supporters} supporters had "
-                f"{_money(u.money_left)} left, it costs {_money(cost)}"
-            )
-        elif u.reason == "no-longer-fit":
-            assert u.budget_left is not None
-            out[u.project] = (
-                f"it no longer fit: {_money(u.budget_left)} of the budget was left, "
-                f"it costs {_money(cost)}"
-            )
-        else:
-            out[u.project] = (
-                "the count stopped first (Phragmén stops at the first project that does not fit)"
-            )
-    return out
-
-
-def _json(election: Election, result: TallyResult, explain: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "rule": result.rule,
-        "selected": selected_ids(election, result),
-        "cost": _num(result.cost),
-        "budget": _num(result.budget),
-        "voters": result.voters,
-        "projects": result.projects,
-    }
-    if not explain:
-        return out
-    reasons = _reasons(election, result)
-    out["funded"] = [
-        {
-            "project": election.projects[f.project].id,
-            "step": f.step,
-            "supporters": f.supporters,
-            "payments": [
-                {"voter": v, "paid": str(a)} for v, a in payments_by_voter(election, f.payments)
-            ],
-        }
-        for f in result.funded
-    ]
-    out["unfunded"] = [
-        {"project": election.projects[u.project].id, "reason": u.reason, "why": reasons[u.project]}
-        for u in result.unfunded
-    ]
-    if result.voter_budget is not None:
-        out["voter_budget"] = str(result.voter_budget)
-    return out
-
-
 def _print_table(election: Election, result: TallyResult, explain: bool) -> None:
     console = Console(soft_wrap=True)
+    money = Money(election)
     title = (
         f"{result.rule}: {len(result.selected)} of {result.projects} projects funded, "
-        f"{_money(result.cost)} of {_money(result.budget)} ({result.voters:,} voters)"
+        f"{money(result.cost)} of {money(result.budget)} ({plural(result.voters, 'voter')})"
     )
     table = Table(title=title)
     table.add_column("#", justify="right")
     table.add_column("project")
     table.add_column("name")
-    table.add_column("cost", justify="right")
+    table.add_column(f"cost ({money.currency})" if money.currency else "cost", justify="right")
     table.add_column("votes", justify="right")
     for f in result.funded:
         p = election.projects[f.project]
-        table.add_row(str(f.step), p.id, p.name[:60], _money(p.cost), f"{f.supporters:,}")
+        cost = f"{decimal_amount(p.cost):,}"
+        table.add_row(str(f.step), p.id, p.name[:60], cost, f"{f.supporters:,}")
     console.print(table)
-    if not explain:
-        return
-    if result.voter_budget is not None:
-        console.print(f"Each voter started with {_money(result.voter_budget)}.", markup=False)
-    for f in result.funded:
-        p = election.projects[f.project]
-        console.print(f"\nFunded {p.id} ({p.name}) at step {f.step}:", markup=False)
-        if not f.payments:
-            console.print(f"  {f.supporters:,} supporters; paid from the common budget.")
-            continue
-        for pay in f.payments:
-            voters = [v for g in pay.groups for v in election.groups[g].voters]
-            shown = ", ".join(voters[:5])
-            if len(voters) > 5:
-                shown += f" and {len(voters) - 5:,} more"
-            console.print(
-                f"  {len(voters):,} voters paid {_money(pay.amount)} each: {shown}", markup=False
-            )
-    reasons = _reasons(election, result)
-    if result.unfunded:
-        console.print("\nNot funded:")
-    for u in result.unfunded:
-        p = election.projects[u.project]
-        console.print(f"  {p.id} ({p.name}): {reasons[u.project]}", markup=False)
+    if explain:
+        console.print("\n".join(explain_lines(election, result)), markup=False, highlight=False)
 
 
 @app.command("check")

@@ -58,8 +58,20 @@
 
 static const double U = 1.1102230246251565e-16; /* 2^-53, the unit round-off */
 
-static inline double down(double v) { return nextafter(v, -INFINITY); }
-static inline double up(double v) { return nextafter(v, INFINITY); }
+/* nextafter(v, +inf) and nextafter(v, -inf), inline (the libm call showed in profiles):
+ * the neighbouring double is the neighbouring bit pattern, except around zero. */
+static inline double up(double v)
+{
+    if (v != v || v == INFINITY)
+        return v;
+    if (v == 0.0)
+        return 4.9406564584124654e-324; /* the smallest subnormal */
+    union { double d; uint64_t u; } x = {.d = v};
+    x.u = v > 0.0 ? x.u + 1 : x.u - 1;
+    return x.d;
+}
+
+static inline double down(double v) { return -up(-v); }
 
 /* relative error bound of a sum of n non-negative rounded products (see above) */
 static inline double sum_err(Py_ssize_t n) { return 2.0 * (double)(n + 2) * U; }
@@ -88,75 +100,127 @@ typedef struct {
     double *lo, *hi;
 } Inst;
 
-/* q with sum_s w min(b, q) = c, estimated by water-filling (false if it fails). In exact
- * arithmetic the iterates increase to the root, the capped set growing each time. */
-static int water_fill(const int64_t *s, Py_ssize_t n, const double *w, const double *b, double W,
-                      double c, double *q_out)
+/* The proof of a bracket qa < q <= qb (see the header): sums of w min(hi, qa) and of
+ * w min(lo, qb); kept apart from the rest so that its sums stay in registers. */
+static void bracket_sums(const int64_t *s, Py_ssize_t n, const double *w, const double *lo,
+                         const double *hi, double qa, double qb, double *fhi_out, double *flo_out)
 {
-    double q = c / W;
-    for (int it = 0; it < 200; it++) {
-        double wc = 0.0, bc = 0.0;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            const int64_t g = s[i];
-            if (b[g] < q) {
-                wc += w[g];
-                bc += w[g] * b[g];
-            }
-        }
-        const double rest = W - wc;
-        if (rest <= 0.0)
-            return 0;
-        const double qn = (c - bc) / rest;
-        if (!(qn > q)) {
-            *q_out = q;
-            return 1;
-        }
-        q = qn;
+    double fhi = 0.0, flo = 0.0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const int64_t g = s[i];
+        fhi += w[g] * (hi[g] < qa ? hi[g] : qa);
+        flo += w[g] * (lo[g] < qb ? lo[g] : qb);
     }
-    return 0;
+    *fhi_out = fhi;
+    *flo_out = flo;
 }
 
-static int price(const Inst *in, int64_t p, Price *out)
+/* Supporters with money left (hi > 0), and whether each of them surely pays the full price
+ * (lo >= qb): then rho is exactly 1 / wpos. Needed only for the winner's round. */
+static void exact_tie(const int64_t *s, Py_ssize_t n, const double *w, const double *lo,
+                      const double *hi, double qb, int *exact_out, double *wpos_out)
+{
+    double wpos = 0.0;
+    int exact = 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const int64_t g = s[i];
+        if (hi[g] > 0.0) {
+            wpos += w[g];
+            exact &= lo[g] >= qb;
+        }
+    }
+    *exact_out = exact;
+    *wpos_out = wpos;
+}
+
+/* Price project p: a proven bracket for q and rho. `q0` is a lower estimate of q to start
+ * water-filling from (the caller's lower bound on rho times the cost). */
+static int price(const Inst *in, int64_t p, double q0, Price *out)
 {
     const int64_t *s = in->idx + in->ptr[p];
     const Py_ssize_t n = (Py_ssize_t)(in->ptr[p + 1] - in->ptr[p]);
     const double *w = in->w, *lo = in->lo, *hi = in->hi;
     const double clo = in->clo[p], chi = in->chi[p], W = in->wtot[p];
     const double e = sum_err(n);
-    double slo = 0.0, shi = 0.0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const int64_t g = s[i];
-        slo += w[g] * lo[g];
-        shi += w[g] * hi[g];
-    }
-    if (up(shi * (1.0 + e)) < clo)
-        return UNAFFORDABLE; /* for good: budgets only fall */
-    if (down(slo * (1.0 - e)) < chi)
+    if (!(q0 > 0.0 && q0 < INFINITY))
         return AMBIGUOUS;
-    /* estimates of q(hi) and q(lo); the bracket around them widens until it is proven */
-    double qh, ql;
-    if (!water_fill(s, n, w, hi, W, clo, &qh) || !water_fill(s, n, w, lo, W, chi, &ql))
-        return AMBIGUOUS;
-    for (double eta = 1e-14; eta < 1e-6; eta *= 8.0) {
-        const double qa = down(qh * (1.0 - eta)), qb = up(ql * (1.0 + eta));
-        double fhi = 0.0, flo = 0.0, wpos = 0.0;
-        int exact = 1;
+    /* Estimates of q(hi) (with cost clo) and q(lo) (with cost chi), where q(b) solves
+     * sum w min(b, q) = c, by water-filling both at once from q0: in exact arithmetic, from
+     * any q0 at or below the root (c / W is, and so is the caller's lower bound), the iterates
+     * q' = (c - sum over b < q of w b) / (W - sum over b < q of w) increase to it, the capped
+     * set growing each time; and once no budget lies in [q, q') the capped set is final and
+     * q' is the root, so a good start needs one pass. (A q0 above the root is kept as it is.)
+     * The first pass also sums the budgets, for affordability. Only estimates: the bracket
+     * below is what is proven. */
+    double qh = q0, ql = q0, rest = W;
+    int done_h = 0, done_l = 0;
+    for (int it = 0; !(done_h && done_l); it++) {
+        if (it == 200)
+            return AMBIGUOUS;
+        double wch = 0.0, bch = 0.0, wcl = 0.0, bcl = 0.0, slo = 0.0, shi = 0.0;
+        double next_h = INFINITY, next_l = INFINITY;
         for (Py_ssize_t i = 0; i < n; i++) {
             const int64_t g = s[i];
-            fhi += w[g] * (hi[g] < qa ? hi[g] : qa);
-            flo += w[g] * (lo[g] < qb ? lo[g] : qb);
-            if (hi[g] > 0.0) {
-                wpos += w[g];
-                exact &= lo[g] >= qb;
+            const double wg = w[g], h = hi[g], l = lo[g];
+            slo += wg * l;
+            shi += wg * h;
+            if (h < qh) {
+                wch += wg;
+                bch += wg * h;
+            } else if (h < next_h) {
+                next_h = h;
+            }
+            if (l < ql) {
+                wcl += wg;
+                bcl += wg * l;
+            } else if (l < next_l) {
+                next_l = l;
             }
         }
+        if (it == 0) {
+            if (up(shi * (1.0 + e)) < clo)
+                return UNAFFORDABLE; /* for good: budgets only fall */
+            if (down(slo * (1.0 - e)) < chi)
+                return AMBIGUOUS;
+        }
+        if (!done_h) {
+            rest = W - wch;
+            if (rest <= 0.0)
+                return AMBIGUOUS;
+            const double qn = (clo - bch) / rest;
+            done_h = !(qn > qh) || qn <= next_h;
+            if (qn > qh)
+                qh = qn;
+        }
+        if (!done_l) {
+            const double r = W - wcl;
+            if (r <= 0.0)
+                return AMBIGUOUS;
+            const double qn = (chi - bcl) / r;
+            done_l = !(qn > ql) || qn <= next_l;
+            if (qn > ql)
+                ql = qn;
+        }
+    }
+    /* The bracket [q(hi)(1 - eta), q(lo)(1 + eta)] widens until it is proven. Widening by
+     * eta moves the sums by about eta q W_u (W_u: supporters who pay q in full), which must
+     * beat their error bound e c: so eta starts at a few times e c / (q W_u), below which no
+     * bracket can be proven, and the first try usually succeeds. (Each round's bracket
+     * widens the [lo, hi] of the winner's supporters, so it is kept as tight as the proof
+     * allows.) The estimates and the start only change how often a proof is found, never
+     * what is proven. */
+    const double spread = clo / (qh * rest); /* c / (q W_u), >= 1 up to rounding */
+    for (double eta = fmax(1e-14, 4.0 * e * fmax(1.0, spread)); eta < 1e-6; eta *= 8.0) {
+        const double qa = down(qh * (1.0 - eta)), qb = up(ql * (1.0 + eta));
+        double fhi, flo;
+        bracket_sums(s, n, w, lo, hi, qa, qb, &fhi, &flo);
         if (up(fhi * (1.0 + e)) < clo && down(flo * (1.0 - e)) >= chi) {
             out->qa = qa;
             out->qb = qb;
             out->rlo = down(qa / chi);
             out->rhi = up(qb / clo);
-            out->exact = exact;
-            out->wpos = wpos;
+            out->exact = -1; /* computed by `exact_tie` when needed */
+            out->wpos = 0.0;
             return PRICED;
         }
     }
@@ -211,7 +275,9 @@ static Py_ssize_t run(const Inst *in, Py_ssize_t m, Py_ssize_t G, const int8_t *
                 continue;
             }
             Price pr;
-            const int st = price(in, p, &pr);
+            /* water-filling starts from the lower bound on q that lb[p] gives */
+            const double q0 = fmax(down(lb[p] * in->clo[p]), down(in->clo[p] / in->wtot[p]));
+            const int st = price(in, p, q0, &pr);
             if (st == AMBIGUOUS)
                 goto done;
             if (st == UNAFFORDABLE)
@@ -229,11 +295,19 @@ static Py_ssize_t run(const Inst *in, Py_ssize_t m, Py_ssize_t G, const int8_t *
         Py_ssize_t win = -1, ncand = 0;
         int all_exact = 1;
         for (Py_ssize_t k = 0; k < nev; k++) {
-            const Price *pr = &ev[k].pr;
+            if (ev[k].pr.rlo <= best_hi)
+                ncand++;
+        }
+        for (Py_ssize_t k = 0; k < nev; k++) {
+            Price *pr = &ev[k].pr;
             if (pr->rlo > best_hi)
                 continue;
-            ncand++;
-            all_exact &= pr->exact;
+            if (ncand > 1) { /* overlapping candidates: decidable only if all are exact */
+                const int64_t q = ev[k].p;
+                exact_tie(in->idx + in->ptr[q], (Py_ssize_t)(in->ptr[q + 1] - in->ptr[q]), in->w,
+                          in->lo, in->hi, pr->qb, &pr->exact, &pr->wpos);
+                all_exact &= pr->exact;
+            }
             /* among exact candidates: the minimum of 1/wpos, then the best rank */
             if (win < 0 || pr->wpos > ev[win].pr.wpos ||
                 (pr->wpos == ev[win].pr.wpos && in->rank[ev[k].p] < in->rank[ev[win].p]))
@@ -369,7 +443,19 @@ out:
     return ret;
 }
 
+/* down(x) and up(x), for the tests: they must be nextafter towards -inf and +inf. */
+static PyObject *py_neighbours(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    const double x = PyFloat_AsDouble(arg);
+    if (x == -1.0 && PyErr_Occurred())
+        return NULL;
+    return Py_BuildValue("dd", down(x), up(x));
+}
+
 static PyMethodDef methods[] = {
+    {"neighbours", py_neighbours, METH_O,
+     "neighbours(x) -> (down, up): the doubles next to x towards -inf and +inf (tests)."},
     {"run", py_run, METH_VARARGS,
      "run(ptr, idx, rank, w, clo, chi, wtot, alive, x_lo, x_hi, lo, hi, sel) -> int\n\n"
      "One certified float MES run (approval, cost-satisfaction) at a per-voter budget in\n"

@@ -1,20 +1,39 @@
 """The participatory-budgeting data model: projects, grouped ballots, an election.
 
-Everything here is immutable and pure. Amounts (costs, the budget, points) are exact
-`fractions.Fraction` values, as written in the Pabulib file.
+Everything here is immutable and pure (numpy only to count votes quickly). Amounts (costs,
+the budget, points) are exact `fractions.Fraction` values, as written in the Pabulib file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import itertools
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Literal
+from typing import Literal, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
 
 VoteType = Literal["approval", "cumulative", "scoring", "ordinal"]
 TieBreak = Literal["cost-votes", "lexico"]
+Severity = Literal["error", "warning"]
 
 TIE_BREAKS: tuple[TieBreak, ...] = ("cost-votes", "lexico")
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """A problem found in a Pabulib file; `line` is 1-based (None: the whole file)."""
+
+    line: int | None
+    severity: Severity
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.line is not None else "file"
+        return f"{where}: {self.severity}: {self.message}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +47,12 @@ class Project:
     line: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class BallotGroup:
+class BallotGroup(NamedTuple):
     """Identical ballots cast by one or more voters.
 
     `projects` holds indices into `Election.projects` (ballot order for ordinal ballots,
     ascending otherwise); `points` is parallel to it for cumulative and scoring ballots.
+    (A named tuple: large files have tens of thousands of groups, built in a blink.)
     """
 
     projects: tuple[int, ...]
@@ -57,6 +76,14 @@ class Election:
     num_voters: int
     # Project columns of the original file, kept so that writing it back keeps them.
     project_columns: tuple[str, ...] = ("project_id", "cost", "name")
+    # What the reader had to assume to read an incomplete file (a missing num_votes, a
+    # num_votes that does not match, a short row...), one warning per line it concerns.
+    warnings: tuple[Issue, ...] = ()
+    # VOTES columns of the original file and the lines of the votes read, in file order, so
+    # that writing it back keeps every column (age, district...). Empty for an election
+    # built in code.
+    vote_columns: tuple[str, ...] = ()
+    vote_lines: tuple[str, ...] = ()
 
     def index_of(self, project_id: str) -> int:
         for i, p in enumerate(self.projects):
@@ -66,11 +93,20 @@ class Election:
 
     def votes(self) -> list[int]:
         """Number of voters whose ballot names each project (the "votes" used in tie-breaking)."""
-        counts = [0] * len(self.projects)
-        for g in self.groups:
-            for j in g.projects:
-                counts[j] += g.weight
-        return counts
+        return votes_of(self, self.flat())
+
+    def flat(self) -> Flat:
+        """The ballots as arrays (see `Flat`)."""
+        G = len(self.groups)
+        lens = np.fromiter(map(len, (g.projects for g in self.groups)), np.int64, G)
+        sizes = np.fromiter(map(len, (g.voters for g in self.groups)), np.int64, G)
+        projects = np.fromiter(
+            itertools.chain.from_iterable(g.projects for g in self.groups),
+            np.int64,
+            int(lens.sum()),
+        )
+        return Flat(projects, lens, sizes)
+
 
     def utilities(self) -> list[dict[int, Fraction]]:
         """Per group, the natural satisfaction from each project on the ballot.
@@ -92,10 +128,28 @@ class Election:
         return out
 
 
+class Flat(NamedTuple):
+    """Every ballot group's projects one after the other (`projects`), how many each group
+    names (`lens`) and how many voters cast it (`sizes`)."""
+
+    projects: npt.NDArray[np.int64]
+    lens: npt.NDArray[np.int64]
+    sizes: npt.NDArray[np.int64]
+
+
+def votes_of(election: Election, flat: Flat) -> list[int]:
+    """Number of voters whose ballot names each project."""
+    weights = np.repeat(flat.sizes, flat.lens)
+    counts = np.bincount(flat.projects, weights=weights, minlength=len(election.projects))
+    return [int(c) for c in counts.tolist()]
+
+
 TieKey = Callable[[int], tuple[object, ...]]
 
 
-def tie_key(election: Election, tie_break: TieBreak) -> TieKey:
+def tie_key(
+    election: Election, tie_break: TieBreak, votes: Sequence[int] | None = None
+) -> TieKey:
     """Key giving the preferred project the smallest value.
 
     `cost-votes`: lower cost, then more votes, then project id compared as a string.
@@ -105,5 +159,16 @@ def tie_key(election: Election, tie_break: TieBreak) -> TieKey:
     projects = election.projects
     if tie_break == "lexico":
         return lambda j: (projects[j].id,)
-    votes = election.votes()
+    if votes is None:
+        votes = election.votes()
     return lambda j: (projects[j].cost, -votes[j], projects[j].id)
+
+
+_CHUNKS = re.compile(r"\d+|\D+")
+
+
+def natural_key(project_id: str) -> tuple[tuple[int, int, str], ...]:
+    """Sort key for project ids that orders numbers as numbers: "2" < "11", "p2" < "p10"."""
+    return tuple(
+        (0, int(t), t) if t.isdigit() else (1, 0, t) for t in _CHUNKS.findall(project_id)
+    )

@@ -12,8 +12,9 @@ Every decision (which project is funded, how much each voter pays, which project
 either taken in exact rational arithmetic (`fractions.Fraction`) or proven by rigorously
 bounded floats, so it cannot differ from pabutools, which uses exact `gmpy2.mpq`.
 
-* The exact MES engine (`_MesRun`; used by `mes`, for every result's payments, and where the
-  float kernel cannot decide) takes every decision in `Fraction`s. Floats only *find*
+* The exact MES engine (`_MesRun`; for every result's payments, where the float kernel cannot
+  decide, for cumulative/scoring/ordinal ballots, and for everything when the kernel was not
+  built or `kernel=False`) takes every decision in `Fraction`s. Floats only *find*
   candidates: each project's rho is estimated in floats with a rigorous relative error bound
   (budgets correctly rounded from the exact values, a sum of N non-negative float terms within
   N*u, the break-point subtraction amplifying that by at most W_total/W_uncapped; 16x that
@@ -27,34 +28,71 @@ bounded floats, so it cannot differ from pabutools, which uses exact `gmpy2.mpq`
 * Voters with identical ballots always hold identical budgets, so budgets are kept per
   *class* of groups sharing one exact value; exact pricing aggregates a project's supporters
   per class, so its cost is the number of classes, not of voters.
-* `mes-add1` runs MES at every per-voter budget B/n + k, k = 1, 2, ... (up to ~200 runs on
-  the shared files), so each run goes through a C kernel (`flows/pb/_mes.c`, `_FloatMes`)
-  that keeps an interval around every exact budget and price, in IEEE binary64 with outward
-  rounding, and takes a decision only when the intervals prove it. It proves exact ties too
-  where they are structural (every supporter either has nothing left or pays the price, so
-  rho = 1 / supporters with money). Anything else it cannot prove makes it give up on that
-  run, which then runs in the exact engine. The kept outcome is recomputed exactly for its
-  payments. The proof is in the C file's header comment.
+* Plain `mes` and every step of `mes-add1` (MES at per-voter budget B/n + k, k = 1, 2, ...,
+  up to ~850 runs on the shared files) go through a C kernel (`flows/pb/_mes.c`,
+  `_FloatMes`; an optional extension) that keeps an interval around every exact budget and
+  price, in IEEE binary64 with outward rounding, and takes a decision only when the
+  intervals prove it. It proves exact ties too where they are structural (every supporter
+  either has nothing left or pays the price, so rho = 1 / supporters with money). Anything
+  else it cannot prove makes it give up on that run, which then runs in the exact engine.
+  The kept outcome's payments are computed exactly by replaying the funding order the kernel
+  proved (`_MesRun(..., order=...)`). The proof is in the C file's header comment.
+* `mes-add1` skips steps whose outcome is provably the same (`_SameOutcome`, `_Stretch`) and
+  stops with `TallyTooLong` after `max_runs` MES runs.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
+from types import ModuleType
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from flows.pb import _mes
-from flows.pb.model import Election, TieBreak, TieKey, tie_key
+from flows.pb.model import Election, Flat, TieBreak, TieKey, natural_key, tie_key, votes_of
 
 Rule = Literal["greedy", "mes", "mes-add1", "phragmen"]
 RULES: tuple[Rule, ...] = ("greedy", "mes", "mes-add1", "phragmen")
 APPROVAL_ONLY: tuple[Rule, ...] = ("mes-add1", "phragmen")
+
+# Pabulib's names for rules (the META `rule` key), accepted wherever a rule is named
+PABULIB_RULES: dict[str, Rule] = {
+    "greedy": "greedy",
+    "equalshares": "mes",
+    "equalshares/add1": "mes-add1",
+}
+# Pabulib rule names civicbot knows but does not run, and what to do instead
+_NOT_RUN = {
+    "equalshares/add1-comparison": "MES with Add1 completion, then a comparison with greedy "
+    "that keeps the outcome more voters prefer; civicbot runs the first part (mes-add1) and "
+    "greedy, not the comparison: tally both and compare",
+    "greedy-threshold": "greedy funding only projects above a vote threshold, which the file "
+    "does not give; civicbot runs plain greedy",
+    "greedy-no-skip": "greedy that stops at the first project that does not fit; civicbot runs "
+    "greedy that skips it",
+    "unknown": "the file does not say which rule was used",
+}
+
+
+def parse_rule(name: str) -> Rule:
+    """The rule called `name`: ours (greedy, mes, mes-add1, phragmen) or Pabulib's alias
+    (equalshares, equalshares/add1); ValueError with what to do otherwise."""
+    cleaned = name.strip().lower()
+    for rule in RULES:
+        if rule == cleaned:
+            return rule
+    if cleaned in PABULIB_RULES:
+        return PABULIB_RULES[cleaned]
+    known = "greedy, mes, mes-add1, phragmen, or Pabulib's " + ", ".join(PABULIB_RULES)
+    if cleaned in _NOT_RUN:
+        raise ValueError(f"rule '{name}' is {_NOT_RUN[cleaned]} (expected {known})")
+    raise ValueError(f"unknown rule '{name}' (expected {known})")
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -65,6 +103,57 @@ _INF = math.inf
 
 class RuleNotApplicable(ValueError):
     """The rule does not apply to this kind of ballot."""
+
+
+@functools.cache
+def _kernel() -> ModuleType | None:
+    """The C kernel `flows.pb._mes`, or None when it was not built: it is an optional
+    extension (a machine without a C compiler installs civicbot without it), and every
+    tally is then taken by the exact engine alone, with the same results, more slowly."""
+    try:
+        from flows.pb import _mes
+    except ImportError:
+        return None
+    return _mes
+
+
+def kernel_available() -> bool:
+    """Whether the C kernel was built (see `_kernel`); callers say so when it was not."""
+    return _kernel() is not None
+
+
+DEFAULT_MAX_RUNS = 20_000
+"""How many MES runs `mes-add1` may take by default (the shared real files need at most 845,
+Assen 2024); with the provable jumps most odd elections need a handful."""
+
+
+class TallyTooLong(RuntimeError):
+    """The tally would take more than the allowed work (`max_runs` MES runs for `mes-add1`).
+
+    Raised instead of tying a worker up for hours or days; callers (the CLI, PB rounds) turn
+    it into a message saying what to do: allow more runs, or use another rule.
+    """
+
+    def __init__(
+        self,
+        rule: str,
+        runs: int,
+        max_runs: int,
+        voter_budget: Fraction,
+        start: Fraction,
+        last: Fraction,
+    ) -> None:
+        self.rule = rule
+        self.runs = runs
+        self.max_runs = max_runs
+        self.voter_budget = voter_budget
+        self.start = start
+        self.last = last
+        super().__init__(
+            f"{rule} stopped after {runs:,} MES runs (the limit is {max_runs:,}): Add1 had "
+            f"raised each voter's budget from {float(start):,.2f} to {float(voter_budget):,.2f} "
+            f"and may have to go on up to {float(last):,.2f}, one unit at a time"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +173,12 @@ class Funded:
     price: Fraction | None = None
 
 
-UnfundedReason = Literal["no-supporters", "not-enough-money", "no-longer-fit", "count-stopped"]
+UnfundedReason = Literal[
+    "no-supporters", "not-enough-money", "no-longer-fit", "count-stopped", "free-no-weight"
+]
+"""Why a project was not funded. `free-no-weight`: it costs nothing and MES with cost
+satisfaction gives it no weight (its supporters' satisfaction is its cost, 0), so the vote
+cannot fund it; fund it outside the vote, or tally with `fund_free=True`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,38 +203,65 @@ class TallyResult:
     unfunded: tuple[Unfunded, ...] = ()
     voter_budget: Fraction | None = None  # MES: each voter's starting budget
     add1_runs: int = 0  # mes-add1: how many MES runs were needed
+    # mes-add1: each voter's share of the budget before Add1 raised it (B / voters), and the
+    # first raised budget whose outcome cost more than the budget, with that cost (None when
+    # Add1 stopped because the budget could be raised no further)
+    add1_start: Fraction | None = None
+    add1_next_budget: Fraction | None = None
+    add1_next_cost: Fraction | None = None
+    fund_free: bool = False  # MES: free projects named on a ballot were funded outside the vote
 
 
-def tally(election: Election, rule: Rule, tie_break: TieBreak = "cost-votes") -> TallyResult:
-    """Run `rule` on `election`; raise `RuleNotApplicable` for e.g. Phragmén on ordinal votes."""
+def tally(
+    election: Election,
+    rule: Rule,
+    tie_break: TieBreak = "cost-votes",
+    *,
+    fund_free: bool = False,
+    max_runs: int = DEFAULT_MAX_RUNS,
+    kernel: bool = True,
+) -> TallyResult:
+    """Run `rule` on `election`; raise `RuleNotApplicable` for e.g. Phragmén on ordinal votes.
+
+    Projects that cost nothing (see docs/pb.md): greedy funds every one of them (they always
+    fit), Phragmén funds the approved ones first (they add no load), and MES funds one only if
+    its supporters get some satisfaction from it, as pabutools does. With approval ballots
+    (cost satisfaction) a free project's satisfaction is its cost, 0, so MES never funds it
+    and reports it as `free-no-weight`. `fund_free=True` funds every free project named on a
+    ballot before the MES count instead; it does not change what else is funded (a free
+    project takes nobody's money) and only MES rules are affected.
+
+    `mes-add1` raises `TallyTooLong` rather than run more than `max_runs` MES runs.
+    `kernel=False` leaves every decision to the exact engine, as when the C kernel was not
+    built (`kernel_available()`): the same result, more slowly.
+    """
     if rule in APPROVAL_ONLY and election.vote_type != "approval":
         raise RuleNotApplicable(
             f"rule {rule} needs approval ballots; this file has {election.vote_type} ballots"
         )
-    key = tie_key(election, tie_break)
+    flat = election.flat()
+    votes = votes_of(election, flat)
+    key = tie_key(election, tie_break, votes)
     if rule == "greedy":
-        return _greedy(election, key, tie_break)
+        return _greedy(election, key, tie_break, votes)
     if rule == "phragmen":
-        return _phragmen(election, key, tie_break)
-    prep = _Prepared(election)
+        return _phragmen(election, key, tie_break, votes)
+    prep = _Prepared(election, fund_free=fund_free, votes=votes, flat=flat, kernel=kernel)
     n = election.num_voters
     if rule == "mes":
-        run = _MesRun(prep, election.budget / n if n else Fraction(0), key)
-        return _mes_result(election, prep, run, "mes", tie_break, 0)
-    return _mes_add1(election, prep, key, tie_break)
+        x = election.budget / n if n else Fraction(0)
+        return _mes_result(election, prep, _mes_at(prep, x, key), "mes", tie_break, 0)
+    return _mes_add1(election, prep, key, tie_break, max_runs)
 
 
 # --------------------------------------------------------------------------------------------
 # greedy
 
 
-def _supporters(election: Election) -> list[int]:
-    return election.votes()
-
-
-def _greedy(election: Election, key: TieKey, tie_break: TieBreak) -> TallyResult:
+def _greedy(
+    election: Election, key: TieKey, tie_break: TieBreak, votes: list[int]
+) -> TallyResult:
     m = len(election.projects)
-    votes = _supporters(election)
     total: list[Fraction] | list[int]
     if election.vote_type == "approval":
         total = votes  # every approval is worth 1: integer sums, no Fraction per ballot
@@ -188,12 +309,13 @@ def _greedy(election: Election, key: TieKey, tie_break: TieBreak) -> TallyResult
 # sequential Phragmén (approval only), exact loads kept per class of voters sharing a load
 
 
-def _phragmen(election: Election, key: TieKey, tie_break: TieBreak) -> TallyResult:
+def _phragmen(
+    election: Election, key: TieKey, tie_break: TieBreak, votes: list[int]
+) -> TallyResult:
     m = len(election.projects)
     G = len(election.groups)
     weights = np.array([g.weight for g in election.groups], dtype=np.float64)
     sup = _supporter_lists(election)
-    votes = _supporters(election)
     load_cls: IntArray = np.zeros(G, dtype=np.int64)
     loads: list[Fraction] = [Fraction(0)]
     budget = election.budget
@@ -283,22 +405,30 @@ class _Prepared:
     the same factor does not change any MES decision), scale = 1.
     """
 
-    def __init__(self, election: Election) -> None:
+    def __init__(
+        self,
+        election: Election,
+        *,
+        fund_free: bool = False,
+        votes: list[int] | None = None,
+        flat: Flat | None = None,
+        kernel: bool = True,
+    ) -> None:
         self.election = election
+        self.fund_free = fund_free
+        self.kernel = kernel  # False: the exact engine decides everything
+        flat = flat if flat is not None else election.flat()
+        self.votes = votes if votes is not None else votes_of(election, flat)
         m = len(election.projects)
         self.m = m
         self.costs = [p.cost for p in election.projects]
         self.costs_f = np.array([float(c) for c in self.costs], dtype=np.float64)
-        self.weights = np.array([g.weight for g in election.groups], dtype=np.int64)
+        self.weights = flat.sizes
         approval = election.vote_type == "approval"
         if approval:
             # every approved project has utility 1: build the supporter lists in numpy
-            lens = np.array([len(g.projects) for g in election.groups], dtype=np.int64)
-            flat_p = np.fromiter(
-                (j for g in election.groups for j in g.projects),
-                dtype=np.int64,
-                count=int(lens.sum()),
-            )
+            lens = flat.lens
+            flat_p = flat.projects
             flat_g = np.repeat(np.arange(len(lens), dtype=np.int64), lens)
             order = np.argsort(flat_p, kind="stable")  # stable: groups stay ascending
             bounds = np.searchsorted(flat_p[order], np.arange(m + 1))
@@ -335,6 +465,19 @@ class _Prepared:
         self.nsup_i = np.array([len(s) for s in self.sup], dtype=np.int64)
         # projects MES has to price: supported and not free
         self.priced = [p for p in range(m) if len(self.sup[p]) and self.costs[p] != 0]
+        # Free projects. pabutools' MES funds one, before the count, when its supporters'
+        # total satisfaction is positive: points or a Borda score above 0, never under cost
+        # satisfaction (approval), where a project's satisfaction is its cost. `fund_free`
+        # funds every free project named on a ballot instead.
+        named = [p for p in range(m) if self.costs[p] == 0 and self.named(p)]
+        weighted = [] if approval else [p for p in named if len(self.sup[p])]
+        self.free: list[int] = named if fund_free else weighted
+        self.free_ignored: list[int] = [p for p in named if p not in self.free]
+
+
+    def named(self, p: int) -> bool:
+        """Whether some ballot names project p (utility 0 included, e.g. last in a ranking)."""
+        return self.votes[p] > 0
 
 
 class _Classes:
@@ -382,21 +525,38 @@ class _Pairs:
 
 
 class _MesRun:
-    """One exact run of MES at per-voter budget `b0`."""
+    """One exact run of MES at per-voter budget `b0`.
 
-    def __init__(self, prep: _Prepared, b0: Fraction, key: TieKey) -> None:
+    With `order` (the funding order the certified kernel proved for this budget), the run
+    only replays it: each round prices and pays for the known winner exactly, without
+    searching all projects for it. Prices, payments and budgets are the exact ones either way;
+    the replay is what makes the payments of a kernel-decided outcome cheap.
+    """
+
+    def __init__(
+        self, prep: _Prepared, b0: Fraction, key: TieKey, order: Sequence[int] | None = None
+    ) -> None:
         self.prep = prep
         self.key = key
         self.b0 = b0
         G = len(prep.weights)
         self.classes = _Classes(b0)
         self.cls: IntArray = np.zeros(G, dtype=np.int64)
-        self.selected: list[int] = []
+        self.selected: list[int] = list(prep.free)
         self.rounds: list[_Round] = []
-        for p in range(prep.m):
-            if len(prep.sup[p]) and prep.costs[p] == 0:
-                self.selected.append(p)
-        self._run()
+        if order is None:
+            self._run()
+        else:
+            self._replay([p for p in order if p not in prep.free])
+
+    def _replay(self, order: Sequence[int]) -> None:
+        for p in order:
+            pairs = self._pairs(p)
+            t = self._exact_price(p, pairs)
+            if t is None:  # the kernel's proof says it cannot happen
+                raise AssertionError(f"replayed winner {p} is not affordable")
+            self._pay(p, t, pairs)
+            self.selected.append(p)
 
     # -- float estimate ---------------------------------------------------------------------
     def _estimate(self, p: int) -> tuple[float, float] | None:
@@ -612,17 +772,32 @@ class _MesRun:
         s = self.prep.sup[p]
         if len(s) == 0:
             return Fraction(0)
-        per = np.bincount(self.cls[s], weights=self.prep.wsup_f[p]).tolist()
-        return sum((int(w) * self.classes.val[c] for c, w in enumerate(per) if w), Fraction(0))
+        per = np.bincount(self.cls[s], weights=self.prep.wsup_f[p])
+        used = np.flatnonzero(per).tolist()
+        val = self.classes.val
+        return _wsum([int(per[c]) for c in used], [val[c] for c in used])
 
 
 def _wsum(weights: Sequence[int], values: Sequence[Fraction]) -> Fraction:
-    """Exact sum of w * v, adding numerators of equal denominators as integers first."""
+    """Exact sum of w * v: numerators of equal denominators are added as integers, then the
+    partial sums are added pairwise (a balanced tree keeps the integers small: adding them
+    one by one to a growing denominator costs about twice as much), reduced once at the end."""
     by_den: dict[int, int] = {}
     for w, v in zip(weights, values, strict=True):
         d = v.denominator
         by_den[d] = by_den.get(d, 0) + w * v.numerator
-    return sum((Fraction(a, d) for d, a in by_den.items()), Fraction(0))
+    terms = [(a, d) for d, a in by_den.items()]
+    if not terms:
+        return Fraction(0)
+    while len(terms) > 1:
+        paired = []
+        for (a1, d1), (a2, d2) in zip(terms[::2], terms[1::2], strict=False):
+            g = math.gcd(d1, d2)
+            paired.append((a1 * (d2 // g) + a2 * (d1 // g), d1 // g * d2))
+        if len(terms) % 2:
+            paired.append(terms[-1])
+        terms = paired
+    return Fraction(*terms[0])
 
 
 def _mes_result(
@@ -633,7 +808,7 @@ def _mes_result(
     tie_break: TieBreak,
     runs: int,
 ) -> TallyResult:
-    votes = _supporters(election)
+    votes = prep.votes
     funded: list[Funded] = []
     step = 0
     by_round = {r.project: r for r in run.rounds}
@@ -643,12 +818,22 @@ def _mes_result(
         if r is None:  # free project
             funded.append(Funded(p, step, votes[p], (), Fraction(0)))
             continue
-        amounts: dict[Fraction, list[int]] = {}
-        inv = r.inv.tolist()
-        for g, k in zip(r.groups.tolist(), inv, strict=True):
-            amounts.setdefault(r.paid[k], []).append(g)
+        # group the supporters by what they paid: per pair of (budget class, utility) first,
+        # with numpy, then merge pairs that paid the same (few Fractions to hash, not one
+        # per supporter)
+        by_pair = np.argsort(r.inv, kind="stable")
+        bounds = np.searchsorted(r.inv[by_pair], np.arange(len(r.paid) + 1))
+        groups_sorted = r.groups[by_pair]
+        amounts: dict[tuple[int, int], list[IntArray]] = {}  # hashing ints, not Fractions
+        paid_of: dict[tuple[int, int], Fraction] = {}
+        for k, paid in enumerate(r.paid):
+            if bounds[k + 1] > bounds[k]:
+                exact = (paid.numerator, paid.denominator)
+                paid_of[exact] = paid
+                amounts.setdefault(exact, []).append(groups_sorted[bounds[k] : bounds[k + 1]])
         payments = tuple(
-            Payment(a, tuple(gs)) for a, gs in sorted(amounts.items(), key=lambda x: -x[0])
+            Payment(paid_of[a], tuple(np.sort(np.concatenate(parts)).tolist()))
+            for a, parts in sorted(amounts.items(), key=lambda x: -paid_of[x[0]])
         )
         funded.append(Funded(p, step, votes[p], payments, r.t / prep.scale[p]))
     chosen = set(run.selected)
@@ -656,7 +841,9 @@ def _mes_result(
     for p in range(prep.m):
         if p in chosen:
             continue
-        if len(prep.sup[p]) == 0:
+        if p in prep.free_ignored:
+            unfunded.append(Unfunded(p, "free-no-weight", votes[p]))
+        elif len(prep.sup[p]) == 0:
             unfunded.append(Unfunded(p, "no-supporters", votes[p]))
         else:
             left = run.money_left(p)
@@ -674,6 +861,7 @@ def _mes_result(
         tuple(unfunded),
         voter_budget=run.b0,
         add1_runs=runs,
+        fund_free=prep.fund_free,
     )
 
 
@@ -702,18 +890,19 @@ class _FloatMes:
         self.wtot = np.array([max(w, 1) for w in prep.wtot], dtype=np.float64)
         self.alive = np.zeros(m, dtype=np.int8)
         self.alive[prep.priced] = 1
-        self.free = [p for p in range(m) if len(prep.sup[p]) and prep.costs[p] == 0]
+        self.free = list(prep.free)
         G = len(self.w)
         self.lo = np.empty(G, dtype=np.float64)
         self.hi = np.empty(G, dtype=np.float64)
         self.sel = np.empty(m, dtype=np.int64)
         # sums of weights must be exact in float64 for the kernel's argument
-        self.usable = sum(prep.wtot) < 2**52
+        self.kernel = _kernel() if prep.kernel else None
+        self.usable = self.kernel is not None and sum(prep.wtot) < 2**52
 
     def run(self, x: Fraction) -> list[int] | None:
-        if not self.usable:
+        if not self.usable or self.kernel is None:
             return None
-        n = _mes.run(
+        n = self.kernel.run(
             self.ptr, self.idx, self.rank, self.w, self.clo, self.chi, self.wtot, self.alive,
             _float_below(x), _float_above(x), self.lo, self.hi, self.sel,
         )
@@ -733,13 +922,18 @@ def _float_above(v: Fraction) -> float:
     return f if Fraction(f) >= v else math.nextafter(f, math.inf)
 
 
-def _mes_add1(election: Election, prep: _Prepared, key: TieKey, tie_break: TieBreak) -> TallyResult:
+def _mes_add1(
+    election: Election, prep: _Prepared, key: TieKey, tie_break: TieBreak, max_runs: int
+) -> TallyResult:
     """pabutools' `exhaustion_by_budget_increase(..., budget_step=n, exhaustive_stop=False)`.
 
     The per-voter budget goes B/n, B/n + 1, B/n + 2, ... while the total budget stays at most
     B*(n+1) (so k <= B); the result is the outcome just before the first one costing more
     than B (or the last one if none does). Each step runs the certified float kernel, and the
     exact engine where the kernel cannot decide; the kept outcome is recomputed exactly.
+
+    Three provable jumps skip steps whose outcome is known to be the same (see `_SameOutcome`
+    and `_Stretch`); at most `max_runs` MES runs are made, else `TallyTooLong`.
     """
     n = election.num_voters
     budget = election.budget
@@ -752,22 +946,185 @@ def _mes_add1(election: Election, prep: _Prepared, key: TieKey, tie_break: TieBr
     supported = [p for p in range(prep.m) if len(prep.sup[p])]
     k = 0
     runs = 0
+    nxt: tuple[Fraction, Fraction] | None = None
     if sum((costs[p] for p in supported), Fraction(0)) <= budget:
         k = kmax  # no outcome can cost more than B: the last step is kept
     fast = _FloatMes(prep, key)
     same = _SameOutcome(prep, base, kmax)
+    # costs and budget as integers of one common unit: each step's total is an int sum
+    unit = math.lcm(budget.denominator, *(c.denominator for c in costs))
+    cost_units = [int(c * unit) for c in costs]
+    budget_units = int(budget * unit)
+    # `_Stretch` costs about as much as an exact run (hundreds of kernel runs): try it once
+    # the outcome has stayed the same for `patience` steps, more on larger elections; after a
+    # try that jumps little (the outcome stays but the supporters who pay all they have
+    # change, as on Assen), not again before the outcome changes, and eight times later
+    patience = 16 + int(prep.nsup_i.sum()) // 4
+    streak = 0
+    gave_up_here = False
+    previous: list[int] | None = None
     while k + 1 <= kmax:
+        if runs >= max_runs:
+            raise TallyTooLong("mes-add1", runs, max_runs, base + k, base, base + kmax)
         x = base + k + 1
         sel = fast.run(x)
         if sel is None:
             sel = _MesRun(prep, x, key).selected
         runs += 1
-        if sum((costs[p] for p in sel), Fraction(0)) > budget:
+        spent = sum(cost_units[p] for p in sel)
+        if spent > budget_units:
+            nxt = (x, Fraction(spent, unit))
             break
         k += 1
         k = max(k, same.last_step(x))
-    final = _MesRun(prep, base + k, key)
-    return _mes_result(election, prep, final, "mes-add1", tie_break, runs + 1)
+        if sel != previous:
+            streak, gave_up_here = 0, False
+        else:
+            streak += 1
+        previous = sel
+        if streak >= patience and not gave_up_here and k < kmax:
+            stretch = _Stretch(prep, base + k, key)
+            runs += 1
+            last = stretch.last_step(base, kmax) if stretch.selected == sel else k
+            if last - k < patience:
+                patience *= 8
+                gave_up_here = True
+            k, streak = max(k, last), 0
+    final = _mes_at(prep, base + k, key, fast)
+    result = _mes_result(election, prep, final, "mes-add1", tie_break, runs + 1)
+    return replace(
+        result,
+        add1_start=base,
+        add1_next_budget=nxt[0] if nxt else None,
+        add1_next_cost=nxt[1] if nxt else None,
+    )
+
+
+class _Stretch:
+    """The per-voter budgets around x at which MES takes every decision as it does at x.
+
+    An exact MES run (approval, cost satisfaction) at x in which every budget is kept as an
+    affine function a + c*x of the per-voter budget. While the same decisions are taken (which
+    projects are affordable, which supporters pay all they have, which project wins each
+    round, ties going to the same project), every budget, price and rho is affine in x; so is
+    every quantity compared, and each comparison keeps its outcome on a half-line of x. The
+    intersection, an interval around x, is where MES funds exactly what it funds at x.
+    That proves, for example, the election of issue #17 where one of two equally supported
+    projects of cost 10^12 is funded and the second only becomes affordable at x = 10^12:
+    the whole stretch up to it is one jump.
+    """
+
+    def __init__(self, prep: _Prepared, x: Fraction, key: TieKey) -> None:
+        self.x = x
+        # the interval: lower and upper ends (None: unbounded) and whether they are open
+        self.lo: Fraction | None = None
+        self.lo_open = False
+        self.hi: Fraction | None = None
+        self.hi_open = False
+        self.selected: list[int] = list(prep.free)
+        affine: list[tuple[Fraction, Fraction]] = [(Fraction(0), Fraction(1))]  # class -> a, c
+        lookup = {affine[0]: 0}
+        cls: IntArray = np.zeros(len(prep.weights), dtype=np.int64)
+        alive = sorted(prep.priced)
+        while True:
+            best: tuple[Fraction, tuple[object, ...]] | None = None
+            rhos: dict[int, tuple[Fraction, Fraction]] = {}
+            paying: dict[int, tuple[list[int], list[int], Fraction, Fraction]] = {}
+            for p in list(alive):
+                sup = prep.sup[p]
+                per = np.bincount(cls[sup], weights=prep.wsup_f[p])
+                used = np.flatnonzero(per).tolist()
+                wts = [int(per[c]) for c in used]
+                cost = prep.costs[p]
+                total_a = sum(
+                    (w * affine[c][0] for w, c in zip(wts, used, strict=True)), Fraction(0)
+                )
+                total_c = sum(
+                    (w * affine[c][1] for w, c in zip(wts, used, strict=True)), Fraction(0)
+                )
+                if total_a + total_c * x < cost:
+                    self._keep(total_a - cost, total_c, strict=True, sign=-1)
+                    alive.remove(p)
+                    continue
+                self._keep(total_a - cost, total_c, strict=False, sign=1)
+                value = {c: affine[c][0] + affine[c][1] * x for c in used}
+                order = sorted(range(len(used)), key=lambda i: value[used[i]])
+                paid, rest = Fraction(0), sum(wts)
+                capped: list[int] = []
+                for i in order:
+                    if (cost - paid) / rest <= value[used[i]]:
+                        break
+                    capped.append(used[i])
+                    paid += wts[i] * value[used[i]]
+                    rest -= wts[i]
+                weight = dict(zip(used, wts, strict=True))
+                qa = (cost - sum((weight[c] * affine[c][0] for c in capped), Fraction(0))) / rest
+                qc = -sum((weight[c] * affine[c][1] for c in capped), Fraction(0)) / rest
+                uncapped = [c for c in used if c not in set(capped)]
+                for c in capped:  # pays all it has: budget < price
+                    self._keep(qa - affine[c][0], qc - affine[c][1], strict=True, sign=1)
+                for c in uncapped:  # pays the price: budget >= price
+                    self._keep(affine[c][0] - qa, affine[c][1] - qc, strict=False, sign=1)
+                rho = (qa / cost, qc / cost)
+                rhos[p] = rho
+                paying[p] = (capped, uncapped, qa, qc)
+                rank = (rho[0] + rho[1] * x, key(p))
+                if best is None or rank < best:
+                    best, winner = rank, p
+            if best is None:
+                return
+            rw = rhos[winner]
+            for p, rho in rhos.items():
+                if p != winner:  # the winner keeps beating p: rho_p - rho_w >= 0 (or > 0)
+                    self._keep(rho[0] - rw[0], rho[1] - rw[1], key(winner) > key(p), 1)
+            capped, uncapped, qa, qc = paying[winner]
+            remap: dict[int, int] = {}
+            for c in capped + uncapped:
+                new = (
+                    (Fraction(0), Fraction(0))
+                    if c in capped
+                    else (affine[c][0] - qa, affine[c][1] - qc)
+                )
+                if new not in lookup:
+                    lookup[new] = len(affine)
+                    affine.append(new)
+                remap[c] = lookup[new]
+            sup = prep.sup[winner]
+            table = np.arange(len(affine), dtype=np.int64)
+            for old, new_c in remap.items():
+                table[old] = new_c
+            cls[sup] = table[cls[sup]]
+            alive.remove(winner)
+            self.selected.append(winner)
+
+    def _keep(self, a: Fraction, c: Fraction, strict: bool, sign: int) -> None:
+        """Restrict the interval to where sign * (a + c*x) >= 0 (> 0 if strict); it holds at x."""
+        if c == 0:
+            return
+        root = -a / c
+        if (c > 0) == (sign > 0):  # a lower end
+            if self.lo is None or root > self.lo or (root == self.lo and strict):
+                self.lo, self.lo_open = root, strict
+        elif self.hi is None or root < self.hi or (root == self.hi and strict):
+            self.hi, self.hi_open = root, strict
+
+    def last_step(self, base: Fraction, kmax: int) -> int:
+        """The largest k <= kmax with base + k in the interval."""
+        if self.hi is None:
+            return kmax
+        d = self.hi - base
+        k = math.ceil(d) - 1 if self.hi_open else math.floor(d)
+        return min(kmax, k)
+
+
+def _mes_at(prep: _Prepared, x: Fraction, key: TieKey, fast: _FloatMes | None = None) -> _MesRun:
+    """The exact MES run at per-voter budget x, for its payments: the kernel finds the
+    funding order (approval ballots) and the exact engine replays it; where the kernel
+    cannot prove a decision, or the ballots are not approval, the exact engine searches."""
+    if fast is None and prep.election.vote_type == "approval" and len(prep.weights):
+        fast = _FloatMes(prep, key)
+    order = fast.run(x) if fast is not None else None
+    return _MesRun(prep, x, key, order)
 
 
 class _SameOutcome:
@@ -801,8 +1158,8 @@ class _SameOutcome:
 
 
 def selected_ids(election: Election, result: TallyResult) -> list[str]:
-    """The funded project ids, sorted as strings."""
-    return sorted(election.projects[j].id for j in result.selected)
+    """The funded project ids, numbers sorted as numbers ("2" before "11")."""
+    return sorted((election.projects[j].id for j in result.selected), key=natural_key)
 
 
 def payments_by_voter(
@@ -818,6 +1175,9 @@ def payments_by_voter(
 
 __all__ = [
     "APPROVAL_ONLY",
+    "DEFAULT_MAX_RUNS",
+    "TallyTooLong",
+    "kernel_available",
     "RULES",
     "Funded",
     "Payment",
@@ -825,6 +1185,8 @@ __all__ = [
     "RuleNotApplicable",
     "TallyResult",
     "Unfunded",
+    "PABULIB_RULES",
+    "parse_rule",
     "payments_by_voter",
     "selected_ids",
     "tally",

@@ -10,14 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flows.pb.model import TieBreak
+from flows.pb.model import TieBreak, natural_key
 from flows.pb.rules import Rule
 
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pabulib"
 
 
 def pabutools_tally(path: str | Path, rule: Rule, tie_break: TieBreak = "cost-votes") -> list[str]:
-    """Sorted ids of the projects pabutools funds for `rule` on the file at `path`."""
+    """Ids of the projects pabutools funds for `rule` on the file at `path`, sorted as
+    `selected_ids` sorts them (numbers as numbers)."""
     from pabutools.election import (
         Additive_Borda_Sat,
         Additive_Cardinal_Sat,
@@ -70,7 +71,7 @@ def pabutools_tally(path: str | Path, rule: Rule, tie_break: TieBreak = "cost-vo
         def run() -> Any:
             return sequential_phragmen(instance, profile, tie_breaking=tb)
 
-    return sorted(p.name for p in run())
+    return sorted((p.name for p in run()), key=natural_key)
 
 
 def pabutools_mes_at_step(
@@ -88,7 +89,7 @@ def pabutools_mes_at_step(
     tb = _tie_breaking(instance, profile, tie_break)
     instance.budget_limit = instance.budget_limit + k * profile.num_ballots()
     outcome = method_of_equal_shares(instance, profile, sat_class=Cost_Sat, tie_breaking=tb)
-    return sorted(p.name for p in outcome)
+    return sorted((p.name for p in outcome), key=natural_key)
 
 
 def _tie_breaking(instance: Any, profile: Any, tie_break: TieBreak) -> Any:

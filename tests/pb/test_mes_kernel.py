@@ -13,18 +13,31 @@ import ctypes.util
 import math
 import platform
 import random
+from dataclasses import replace
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.pb import _mes
 from flows.pb.model import Election, TieBreak, tie_key
 from flows.pb.pabulib import parse_pabulib, read_pabulib
-from flows.pb.rules import _FloatMes, _mes_result, _MesRun, _Prepared, tally
+from flows.pb.rules import (
+    _FloatMes,
+    _kernel,
+    _mes_result,
+    _MesRun,
+    _Prepared,
+    _wsum,
+    tally,
+)
 from tests.pb import DATA_DIR
+
+# The kernel is an optional extension (test_kernel_optional.py: CI must have built it).
+_mes: Any = _kernel()
+pytestmark = pytest.mark.skipif(_mes is None, reason="the C kernel flows.pb._mes was not built")
 
 
 def _instance(seed: int, n: int, costs: list[int], budget: int) -> Election:
@@ -134,7 +147,9 @@ def test_mes_add1_equals_the_plain_exact_definition(seed: int) -> None:
         prep = _Prepared(election)
         fresh = _MesRun(prep, x, tie_key(election, tie_break))  # type: ignore[arg-type]
         expected = _mes_result(election, prep, fresh, "mes-add1", tie_break, result.add1_runs)  # type: ignore[arg-type]
-        assert result == expected
+        assert result.add1_start == election.budget / election.num_voters
+        plain = replace(result, add1_start=None, add1_next_budget=None, add1_next_cost=None)
+        assert plain == expected
 
 
 @pytest.mark.parametrize(
@@ -231,3 +246,121 @@ def test_mes_add1_jumps_while_the_outcome_provably_stays_the_same() -> None:
     selected, x = _exact_add1(election, "cost-votes")
     assert (list(result.selected), result.voter_budget) == (selected, x)
     assert result.add1_runs < 10  # instead of the ~980 steps the exact walk took
+
+
+# ------------------------------------------------------------------ plain mes via the kernel
+
+
+def _exact_mes(election: Election, tie_break: TieBreak) -> object:
+    """Plain MES by the exact engine alone (it searches every round), as a TallyResult."""
+    prep = _Prepared(election)
+    x = election.budget / election.num_voters
+    run = _MesRun(prep, x, tie_key(election, tie_break))
+    return _mes_result(election, prep, run, "mes", tie_break, 0)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    seed=st.integers(0, 100_000),
+    n=st.integers(1, 60),
+    costs=st.sampled_from([[10, 20, 30], [10, 20, 30, 45, 60, 75], [7, 13, 101], [3, 3, 3]]),
+    budget=st.integers(10, 200),
+    tie_break=st.sampled_from(["cost-votes", "lexico"]),
+)
+def test_plain_mes_through_the_kernel_equals_the_exact_engine(
+    seed: int, n: int, costs: list[int], budget: int, tie_break: TieBreak
+) -> None:
+    # selection, funding order, every payment and every unfunded project's money left
+    election = _instance(seed, n, costs, budget)
+    assert tally(election, "mes", tie_break) == _exact_mes(election, tie_break)
+
+
+def test_plain_mes_where_the_kernel_gives_up_uses_the_exact_engine() -> None:
+    text = "\n".join(
+        ["META", "key;value", "num_projects;1", "num_votes;2", "budget;100"]
+        + ["vote_type;approval", "PROJECTS", "project_id;cost", "p;100"]
+        + ["VOTES", "voter_id;vote", "1;p", "2;p"]
+    )
+    election = parse_pabulib(text + "\n")
+    assert tally(election, "mes") == _exact_mes(election, "cost-votes")
+    assert tally(election, "mes").selected == (0,)
+
+
+APPROVAL_FILES = [
+    "France_Toulouse_2024",
+    "Netherlands_Assen_2024",
+    "Poland_Swiecie_2023",
+    "Poland_Warszawa_2020_Bielany",
+    "Poland_Warszawa_2026",
+    "Poland_Wieliczka_2023_Green_Budget",
+    "US_Stanford_Dataset_PB_Cambridge_2019_vote_approvals",
+    "US_Stanford_Dataset_PB_Chicago_39th_Ward_2021_vote_knapsacks",
+]
+
+
+@pytest.mark.parametrize("name", APPROVAL_FILES)
+def test_plain_mes_through_the_kernel_equals_the_exact_engine_on_shared_files(name: str) -> None:
+    path = DATA_DIR / f"{name}.pb"
+    if not path.is_file():
+        pytest.skip(f"shared Pabulib data not found at {path}")
+    election = read_pabulib(path)
+    assert tally(election, "mes") == _exact_mes(election, "cost-votes")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 100_000),
+    n=st.integers(1, 40),
+    steps=st.lists(st.integers(0, 30), min_size=1, max_size=6),
+    tie_break=st.sampled_from(["cost-votes", "lexico"]),
+)
+def test_replaying_the_kernels_order_gives_the_exact_runs_payments(
+    seed: int, n: int, steps: list[int], tie_break: TieBreak
+) -> None:
+    election = _instance(seed, n, [10, 20, 30, 45, 60, 75], 120)
+    prep = _Prepared(election)
+    key = tie_key(election, tie_break)
+    kernel = _FloatMes(prep, key)
+    for k in steps:
+        x = election.budget / n + k
+        order = kernel.run(x)
+        if order is None:
+            continue
+        replay, search = _MesRun(prep, x, key, order), _MesRun(prep, x, key)
+        assert replay.selected == search.selected
+        def rounds(run: _MesRun) -> list[object]:
+            return [(r.project, r.t, r.paid, r.groups.tolist(), r.inv.tolist()) for r in run.rounds]
+
+        assert rounds(replay) == rounds(search)
+        assert replay.classes.val == search.classes.val
+
+
+@pytest.mark.parametrize(
+    "x",
+    [0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.0, -1.0, 0.1, 1e300, -1e300,
+     1.7976931348623157e308, -1.7976931348623157e308, math.inf, -math.inf, 123456.789],
+)
+def test_the_kernels_rounding_steps_are_nextafter(x: float) -> None:
+    # the proof rounds every bound outwards with these; they are inlined in C for speed
+    down, up = _mes.neighbours(x)
+    assert (down, up) == (math.nextafter(x, -math.inf), math.nextafter(x, math.inf))
+    assert math.copysign(1.0, down) == math.copysign(1.0, math.nextafter(x, -math.inf))
+    assert math.copysign(1.0, up) == math.copysign(1.0, math.nextafter(x, math.inf))
+
+
+@settings(max_examples=300, deadline=None)
+@given(x=st.floats(allow_nan=False))
+def test_the_kernels_rounding_steps_are_nextafter_everywhere(x: float) -> None:
+    assert _mes.neighbours(x) == (math.nextafter(x, -math.inf), math.nextafter(x, math.inf))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    terms=st.lists(
+        st.tuples(st.integers(1, 10**6), st.fractions(min_value=0, max_denominator=10**9)),
+        max_size=40,
+    )
+)
+def test_exact_weighted_sums(terms: list[tuple[int, Fraction]]) -> None:
+    weights, values = [w for w, _ in terms], [v for _, v in terms]
+    assert _wsum(weights, values) == sum((w * v for w, v in terms), Fraction(0))

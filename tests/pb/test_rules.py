@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flows.pb.model import TieBreak
+from flows.pb.model import TieBreak, natural_key
 from flows.pb.pabulib import parse_pabulib, read_pabulib
 from flows.pb.rules import Rule, RuleNotApplicable, selected_ids, tally
 from tests.pb import DATA_DIR, pabutools_mes_at_step, pabutools_tally
@@ -92,7 +92,9 @@ def test_matches_pabutools_slow(name: str, rule: Rule) -> None:
 )
 def test_official_mes_add1_selections(name: str) -> None:
     election = read_pabulib(_data(name))
-    official = sorted(p.id for p in election.projects if p.fields.get("selected") == "1")
+    official = sorted(
+        (p.id for p in election.projects if p.fields.get("selected") == "1"), key=natural_key
+    )
     assert official
     assert selected_ids(election, tally(election, "mes-add1")) == official
 
@@ -133,8 +135,8 @@ def test_mes_add1_endpoint_matches_pabutools(name: str, slow: bool) -> None:
 def pb_files(draw: st.DrawFn, vote_type: str = "approval") -> str:
     m = draw(st.integers(1, 6))
     n = draw(st.integers(1, 10))
-    # few distinct costs and small budgets make ties likely
-    costs = [draw(st.sampled_from([1, 2, 3, 4, 6])) for _ in range(m)]
+    # few distinct costs and small budgets make ties likely; some projects are free (#17)
+    costs = [draw(st.sampled_from([0, 1, 2, 3, 4, 6])) for _ in range(m)]
     budget = draw(st.integers(1, 14))
     lines = ["META", "key;value", f"num_projects;{m}", f"num_votes;{n}", f"budget;{budget}"]
     lines += [f"vote_type;{vote_type}", "PROJECTS", "project_id;cost"]

@@ -1,0 +1,21 @@
+META
+key;value
+description;Issue 17: 15 lines that would tie mes-add1 up for days (about 3.3e11 steps of one unit)
+country;Nowhere
+unit;Test
+instance;2026
+num_projects;3
+num_votes;3
+budget;1999999999999
+vote_type;approval
+rule;equalshares/add1
+PROJECTS
+project_id;cost
+a;1000000000000
+b;1000000000000
+c;3
+VOTES
+voter_id;vote
+1;a,b
+2;a,b
+3;c

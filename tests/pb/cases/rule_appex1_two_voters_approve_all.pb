@@ -1,0 +1,21 @@
+META
+key;value
+description;pabutools rule test AppEx_1: two voters approve all four projects
+country;Nowhere
+unit;Test
+instance;2026
+num_projects;4
+num_votes;2
+budget;3
+vote_type;approval
+rule;unknown
+PROJECTS
+project_id;cost;name
+p0;1;P0
+p1;3;P1
+p2;2;P2
+p3;1;P3
+VOTES
+voter_id;vote
+v01;p0,p1,p2,p3
+v02;p0,p1,p2,p3

@@ -1,0 +1,23 @@
+META
+key;value
+description;pabutools rule test AppEx_2: decimal costs
+country;Nowhere
+unit;Test
+instance;2026
+num_projects;4
+num_votes;4
+budget;4
+vote_type;approval
+rule;unknown
+PROJECTS
+project_id;cost;name
+p0;1;P0
+p1;0.9;P1
+p2;2;P2
+p3;1.09;P3
+VOTES
+voter_id;vote
+v01;p0
+v02;p1,p2,p3
+v03;p1,p2,p3
+v04;p2

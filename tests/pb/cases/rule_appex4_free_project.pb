@@ -1,0 +1,21 @@
+META
+key;value
+description;pabutools rule test AppEx_4: an approved project that costs nothing
+country;Nowhere
+unit;Test
+instance;2026
+num_projects;3
+num_votes;3
+budget;2
+vote_type;approval
+rule;unknown
+PROJECTS
+project_id;cost;name
+p0;0;P0
+p1;1;P1
+p2;2;P2
+VOTES
+voter_id;vote
+v01;p0
+v02;p0,p1,p2
+v03;p2

@@ -1,0 +1,26 @@
+META
+key;value
+description;pabutools rule test_completion: second instance (MES then Phragmen)
+country;Nowhere
+unit;Test
+instance;2026
+num_projects;3
+num_votes;8
+budget;4
+vote_type;approval
+rule;unknown
+PROJECTS
+project_id;cost;name
+p1;2;P1
+p2;2;P2
+p3;3;P3
+VOTES
+voter_id;vote
+v01;p1
+v02;p1
+v03;p1
+v04;p1
+v05;p1
+v06;p2
+v07;p3
+v08;p3

@@ -1,0 +1,20 @@
+META
+key;value
+description;pabutools rule test EmptyProfile: one voter, an empty ballot
+country;Nowhere
+unit;Test
+instance;2026
+num_projects;4
+num_votes;1
+budget;3
+vote_type;approval
+rule;unknown
+PROJECTS
+project_id;cost;name
+p0;1;P0
+p1;3;P1
+p2;2;P2
+p3;1;P3
+VOTES
+voter_id;vote
+v01;

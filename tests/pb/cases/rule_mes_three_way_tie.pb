@@ -1,0 +1,21 @@
+META
+key;value
+description;pabutools rule test_mes_analytics_irresolute: a three-way tie
+country;Nowhere
+unit;Test
+instance;2026
+num_projects;3
+num_votes;3
+budget;6
+vote_type;approval
+rule;unknown
+PROJECTS
+project_id;cost;name
+a;3;A
+b;3;B
+c;3;C
+VOTES
+voter_id;vote
+v01;b,c
+v02;a,c
+v03;a,b
