@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 CONVERGED_ERROR = 1e-6  # the largest margin error that counts as matched
-MAX_ROUNDS = 500
+MAX_ROUNDS = 200
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,26 @@ def _step(margin: Margin, weights: NDArray[np.float64]) -> None:
     weights[given] *= factors[codes]
 
 
+def trim(weights: NDArray[np.float64], cap: float) -> NDArray[np.float64]:
+    """Weights scaled to a mean of 1 with none above ``cap``: capped weights are set to the
+    cap and the rest scaled up to keep the mean, until none is over (the excess of one
+    trim can push another weight over the cap)."""
+    n = len(weights)
+    weights = weights * (n / weights.sum())
+    if cap * n <= n:  # a cap of 1 or less leaves only equal weights
+        return np.ones(n)
+    capped = np.zeros(n, dtype=bool)
+    for _ in range(n):
+        over = (weights > cap) & ~capped
+        if not over.any():
+            break
+        capped |= over
+        free = ~capped
+        weights[capped] = cap
+        weights[free] *= (n - cap * capped.sum()) / weights[free].sum()
+    return weights
+
+
 def rake(
     margins: Sequence[Margin], n: int, *, cap: float = 5.0, max_rounds: int = MAX_ROUNDS
 ) -> Raked:
@@ -90,9 +110,7 @@ def rake(
         before = weights.copy()
         for margin in margins:
             _step(margin, weights)
-        weights *= n / weights.sum()
-        weights = np.minimum(weights, cap)  # the mean is 1
-        weights *= n / weights.sum()
+        weights = trim(weights, cap)
         error = margin_error(margins, weights)
         if error <= CONVERGED_ERROR and weights.max() <= cap * (1 + 1e-9):
             break
