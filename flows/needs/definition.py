@@ -89,6 +89,9 @@ class _Lines:
                 seen.add(name)
                 self.lines[(*path, name, "#key")] = key.start_mark.line + 1
                 self.walk(value, (*path, name))
+                # A problem with a field is reported on the line of its name (a block list's
+                # items start on the lines after it).
+                self.lines[(*path, name)] = key.start_mark.line + 1
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
                 self.walk(item, (*path, index))
