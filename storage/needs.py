@@ -12,13 +12,14 @@ What FORGET does here (registered below):
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, UniqueConstraint, delete, func, select
+from sqlalchemy import JSON, Column, Text, UniqueConstraint, delete, func, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col
 
@@ -336,17 +337,32 @@ async def response_of(
 async def response_rows(
     session: AsyncSession, *, assessment_id: str
 ) -> list[tuple[str | None, list[str], dict[str, str] | None]]:
-    """(ward, picks, demographics) of every response, for the report."""
+    """(ward, picks, demographics) of every response, for the report. The JSON columns are
+    read as text and decoded in one call: per-row decoding is most of the time a report of
+    100,000 responses takes."""
     query = (
         select(
             col(NeedsResponse.ward_code),
-            col(NeedsResponse.picks),
-            col(NeedsResponse.demographics),
+            type_coerce(col(NeedsResponse.picks), Text),
+            type_coerce(col(NeedsResponse.demographics), Text),
         )
         .where(col(NeedsResponse.assessment_id) == assessment_id)
         .order_by(col(NeedsResponse.id))
     )
-    return [(w, list(p or []), d) for w, p, d in (await session.execute(query)).all()]
+    rows = (await session.execute(query)).all()
+    picks = _decode([p for _, p, _ in rows])
+    demographics = _decode([d for _, _, d in rows])
+    return [
+        (w, list(p or []), d or None)
+        for (w, _, _), p, d in zip(rows, picks, demographics, strict=True)
+    ]
+
+
+def _decode(values: Sequence[Any]) -> list[Any]:
+    """JSON texts (or values a driver already decoded, or NULLs) as Python values."""
+    if all(isinstance(v, str) or v is None for v in values):
+        return list(json.loads("[" + ",".join("null" if v is None else v for v in values) + "]"))
+    return [json.loads(v) if isinstance(v, str) else v for v in values]
 
 
 async def export_rows(session: AsyncSession, *, assessment_id: str) -> list[NeedsResponse]:
