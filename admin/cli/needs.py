@@ -336,14 +336,16 @@ def write_aggregates(data: dict[str, Any]) -> None:
         buffer, fieldnames=AGGREGATE_COLUMNS, lineterminator="\n", extrasaction="ignore"
     )
     writer.writeheader()
-    for ward in data["wards"]:
-        writer.writerow(_suppressed({"table": "ward", **ward}))
-    for group in data["groups"]:
-        writer.writerow(_suppressed({"table": "group", **group}))
-    for group in data["ward_groups"]:
-        writer.writerow(_suppressed({"table": "ward_group", **group}))
-    for need in data["needs"]:
-        writer.writerow(_suppressed({"table": "need", **{k: _safe(v) for k, v in need.items()}}))
+    tables = (
+        ("ward", data["wards"]),
+        ("group", data["groups"]),
+        ("ward_group", data["ward_groups"]),
+        ("need", data["needs"]),
+    )
+    for name, rows in tables:
+        for row in rows:
+            cells = _suppressed({"table": name, **row})
+            writer.writerow({k: _safe(v) for k, v in cells.items()})
     sys.stdout.write(buffer.getvalue())
 
 

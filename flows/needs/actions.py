@@ -140,9 +140,13 @@ async def needs_save(ctx: Context) -> ActionResult:
     assert contact.id is not None
     assessment = await store.get_assessment(session, _arg(ctx, "assessment"))
     if assessment is None or not assessment.is_open(now):
-        return ActionResult("closed", {} if assessment is None else {"closes": london(now)})
-    if not assessment.covers(contact.ward_code):
-        return ActionResult("outside", {"wards": ""})
+        if assessment is None:
+            return ActionResult("closed")
+        ended = assessment.closed_at or min(assessment.closes_at, now)
+        return ActionResult("closed", {"closes": london(ended)})
+    if not assessment.covers(contact.ward_code):  # moved ward since the question was asked
+        wards = await _ward_names(session, list(assessment.wards or []), contact.language)
+        return ActionResult("outside", {"wards": wards})
     allowed = [c["id"] for c in assessment.categories]
     picks = parse_picks(_arg(ctx, "picks"), allowed, assessment.picks)
     if not picks:
