@@ -21,17 +21,20 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from admin import pb_cli
 from admin.cli import broadcast as broadcast_cli
+from admin.cli import needs as needs_cli
 from admin.cli import telegram as telegram_cli
 from admin.cli import wards as wards_cli
 from admin.cli.runtime import AppServices
 from bot.settings import Settings, SettingsError, load_settings
 from channels.errors import ChannelError
 from flows.broadcasts import BroadcastError
+from flows.needs.service import NeedsError
 from flows.polls.service import PollError
 
 T = TypeVar("T")
 DOMAIN_ERRORS: tuple[type[Exception], ...] = (
     BroadcastError,
+    NeedsError,
     PollError,
     ChannelError,
     LookupError,
@@ -120,6 +123,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(flows_app, name="flows")
 app.add_typer(wards_cli.build(_runtime), name="wards")
 app.add_typer(broadcast_cli.build(_runtime), name="broadcast")
+app.add_typer(needs_cli.build(_runtime), name="needs")
+app.add_typer(needs_cli.build_census(_runtime), name="census")
 app.add_typer(pb_cli.app, name="pb")
 app.add_typer(telegram_app, name="telegram")
 telegram_cli.add_commands(telegram_app, _runtime)

@@ -35,6 +35,14 @@ def build_scheduler(services: Services) -> AsyncIOScheduler:
         coalesce=True,
         max_instances=1,
     )
+    scheduler.add_job(
+        services.needs.run_due,
+        "interval",
+        seconds=every,
+        id="needs_open_close_due",
+        coalesce=True,
+        max_instances=1,
+    )
     if services.polls is not None:
         scheduler.add_job(
             services.polls.close_due,

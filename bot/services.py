@@ -30,6 +30,8 @@ from channels.twilio_sms import TwilioSmsChannel
 from flows.catalogue import Catalogue
 from flows.engine import Engine
 from flows.library import BUILTIN_DIR, FlowLibrary, load_library
+from flows.needs.actions import needs_actions
+from flows.needs.service import NeedsService
 from flows.polls.service import PollService
 from storage.db import create_engine, session_factory
 
@@ -47,6 +49,7 @@ class Services:
     pipeline: Pipeline
     dispatcher: Dispatcher
     broadcasts: BroadcastService
+    needs: NeedsService
     polls: PollService | None = None  # with Telegram
     telegram: UpdateRouter | None = None  # with Telegram
     extras: dict[str, object] = field(default_factory=dict)
@@ -98,14 +101,15 @@ def telegram_channel(settings: Settings, catalogue: Catalogue) -> TelegramChanne
     )
 
 
-DOMAIN_FLOWS: tuple[Path, ...] = ()
+NEEDS_FLOWS = Path(__file__).resolve().parents[1] / "flows" / "needs"
+DOMAIN_FLOWS: tuple[Path, ...] = (NEEDS_FLOWS,)
 """Each domain's flow folder (``flows/<domain>/``), listed by hand; loaded after the core
 flows and before a council's own (``CIVICBOT_FLOWS_DIR``)."""
 
 
 def registered_actions() -> dict[str, Action]:
     """Every action flows may call: the core ones and each domain's, listed by hand."""
-    return builtin_actions()
+    return {**builtin_actions(), **needs_actions()}
 
 
 def flow_folders(settings: Settings) -> list[Path]:
@@ -171,6 +175,12 @@ def build_services(
         sms_segment_price=settings.sms_segment_price,
         on_outbox=dispatcher.wake,
     )
+    needs = NeedsService(
+        sessions=sessions,
+        broadcaster=broadcasts,
+        clock=clock,
+        under_represented_ratio=settings.under_represented_ratio,
+    )
     polls: PollService | None = None
     router: UpdateRouter | None = None
     telegram = telegram if isinstance(all_channels.get(TELEGRAM), TelegramChannel) else None
@@ -209,6 +219,7 @@ def build_services(
         pipeline=pipeline,
         dispatcher=dispatcher,
         broadcasts=broadcasts,
+        needs=needs,
         polls=polls,
         telegram=router,
     )

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     telegram_group_per_minute: int = Field(default=20, ge=1)  # sends to one group
     scheduler_interval_seconds: float = Field(default=30.0, gt=0)  # how often due jobs run
 
+    # Needs assessments: a group whose share of respondents, divided by its share of the
+    # census, is below this is reported under-represented (and ``needs remind`` targets it).
+    under_represented_ratio: float = Field(default=0.8, gt=0, le=1)
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:

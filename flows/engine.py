@@ -542,7 +542,7 @@ class Engine:
         assert flow_id is not None and node_id is not None
         run.state = run.state.model_copy(update={"vars": {**run.state.vars, key: value}})
         node = self._current_node(run)
-        personal = isinstance(node, InputNode) and node.personal
+        personal = isinstance(node, InputNode | ChoiceNode) and node.personal
         run.emit(AnswerRecorded(flow_id, node_id, key, value, personal))
 
     def _set_contact(self, run: _Run, name: str, value: Any) -> None:

@@ -110,13 +110,15 @@ class Otherwise(BaseModel):
 class ChoiceNode(_Node):
     """Pick one option. ``options_from: vars.<name>`` takes the options from a flow variable
     an action filled (a list of ``{id, text, cost?, value?}``); such lists may be long, and
-    channels page them. ``otherwise`` accepts valid free input too."""
+    channels page them. ``otherwise`` accepts valid free input too. ``personal: true`` marks
+    an answer that is personal in itself (an "about you" answer): FORGET deletes it."""
 
     type: Literal["choice"]
     text: LocalText
     options: list[Option] = Field(default_factory=list, max_length=12)
     options_from: str | None = Field(default=None, pattern=VAR_REF)
     otherwise: Otherwise | None = None
+    personal: bool = False
     save_as: str | None = None
     next: str | None = None
 

@@ -35,6 +35,11 @@ class TelegramPoll(SQLModel, table=True):
         default=None, sa_column=Column(UTCDateTime(), nullable=True)
     )
     result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # A poll asked as part of a needs assessment: its result is reported beside the
+    # residents' answers (``civicbot needs report``), never mixed into them.
+    needs_assessment_id: str | None = Field(
+        default=None, foreign_key="needs_assessments.id", index=True, max_length=64
+    )
 
 
 class TelegramPollAnswer(SQLModel, table=True):
@@ -140,6 +145,20 @@ async def due_polls(session: AsyncSession, *, now: datetime) -> list[TelegramPol
             col(TelegramPoll.message_id).is_not(None),
         )
         .order_by(col(TelegramPoll.closes_at))
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def polls_for_assessment(
+    session: AsyncSession, *, assessment_id: str
+) -> list[TelegramPoll]:
+    query = (
+        select(TelegramPoll)
+        .where(
+            col(TelegramPoll.needs_assessment_id) == assessment_id,
+            col(TelegramPoll.message_id).is_not(None),
+        )
+        .order_by(col(TelegramPoll.id))
     )
     return list((await session.execute(query)).scalars())
 

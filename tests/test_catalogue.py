@@ -11,6 +11,7 @@ import pytest
 import yaml
 from sqlalchemy import select
 
+from bot.services import DOMAIN_FLOWS
 from flows.catalogue import CATALOGUE_FILE, LANGUAGES, Catalogue, CatalogueError, load_catalogue
 from flows.library import BUILTIN_DIR, FlowError, load_library
 from storage.models import OutboundMessage
@@ -41,7 +42,7 @@ def test_council_overrides_replace_known_keys_only(tmp_path: Path) -> None:
     assert catalogue.text("help", "cy").startswith("Mae civicbot")  # the Welsh one stays
     (tmp_path / "catalogue.yaml").write_text('nonsense: {en: "x", cy: "y"}\n')
     with pytest.raises(FlowError, match="nonsense: not a catalogue key"):
-        load_library([BUILTIN_DIR, tmp_path])
+        load_library([BUILTIN_DIR, *DOMAIN_FLOWS, tmp_path])
 
 
 def _english_fragments(catalogue: Catalogue) -> dict[str, str]:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bot.services import DOMAIN_FLOWS
 from flows.engine import Engine, normalise_postcode
 from flows.events import (
     ActionRequested,
@@ -80,7 +81,7 @@ nodes:
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     extra = tmp_path_factory.mktemp("flows")
     (extra / "survey.yaml").write_text(SURVEY)
-    return Engine(load_library([BUILTIN_DIR, extra]), timeout=timedelta(hours=1))
+    return Engine(load_library([BUILTIN_DIR, *DOMAIN_FLOWS, extra]), timeout=timedelta(hours=1))
 
 
 def texts(step: Step) -> list[str]:
@@ -318,7 +319,7 @@ def test_unconsented_contact_is_always_onboarded(engine: Engine) -> None:
 @given(st.text(max_size=300), st.one_of(st.none(), st.text(max_size=80)))
 @settings(max_examples=300, deadline=None)
 def test_any_input_anywhere_never_raises(text: str, payload: str | None) -> None:
-    engine = Engine(load_library())
+    engine = Engine(load_library([BUILTIN_DIR, *DOMAIN_FLOWS]))
     state = ConversationState(flow_id="onboarding", node_id="consent")
     for contact in (ContactView(), ContactView(consented=True, opted_out=True)):
         step = engine.step(state, contact, UserInput(text, payload), NOW)
@@ -347,15 +348,15 @@ def test_flow_files_are_validated(tmp_path: Path) -> None:
         "id: bad\ntitle: Bad\nstart: a\nnodes:\n  a: {type: message, text: hi, next: nowhere}\n"
     )
     with pytest.raises(FlowError, match="bad.yaml: .*unknown node 'nowhere'"):
-        load_library([BUILTIN_DIR, tmp_path])
+        load_library([BUILTIN_DIR, *DOMAIN_FLOWS, tmp_path])
     (tmp_path / "bad.yaml").write_text("id: [unclosed\n")
     with pytest.raises(FlowError, match="cannot read YAML"):
-        load_library([BUILTIN_DIR, tmp_path])
+        load_library([BUILTIN_DIR, *DOMAIN_FLOWS, tmp_path])
 
 
 def test_unregistered_actions_are_refused() -> None:
     with pytest.raises(FlowError, match="lookup_ward"):
-        load_library(known_actions=set())
+        load_library([BUILTIN_DIR, *DOMAIN_FLOWS], known_actions=set())
 
 
 def test_forget_after_stop_erases_in_silence(engine: Engine) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from bot.services import DOMAIN_FLOWS
 from flows.engine import Engine
 from flows.events import (
     ActionRequested,
@@ -90,7 +91,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     extra = tmp_path_factory.mktemp("flows")
     (extra / "ballot.yaml").write_text(BALLOT)
     (extra / "rank.yaml").write_text(RANK)
-    return Engine(load_library([BUILTIN_DIR, extra]), timeout=timedelta(hours=1))
+    return Engine(load_library([BUILTIN_DIR, *DOMAIN_FLOWS, extra]), timeout=timedelta(hours=1))
 
 
 def run(engine: Engine, step: Step, values: dict[str, Any]) -> Step:
@@ -257,7 +258,9 @@ def test_flow_keywords_must_be_triggers(tmp_path: Path) -> None:
         BALLOT.replace("keyword: {en: VOTE, cy: PLEIDLAIS}", "keyword: {en: BALLOT}")
     )
     with pytest.raises(FlowError, match="keyword 'BALLOT' is not one of the triggers"):
-        load_library([BUILTIN_DIR, tmp_path], known_actions={"lookup_ward", "load_projects"})
+        load_library(
+            [BUILTIN_DIR, *DOMAIN_FLOWS, tmp_path], known_actions={"lookup_ward", "load_projects"}
+        )
 
 
 def test_options_and_options_from_are_exclusive(tmp_path: Path) -> None:
@@ -265,4 +268,4 @@ def test_options_and_options_from_are_exclusive(tmp_path: Path) -> None:
         RANK.replace("    ordered: true\n", "    ordered: true\n    options_from: vars.x\n")
     )
     with pytest.raises(FlowError, match="either options or options_from"):
-        load_library([BUILTIN_DIR, tmp_path])
+        load_library([BUILTIN_DIR, *DOMAIN_FLOWS, tmp_path])

@@ -5,7 +5,8 @@ replies, buttons and notices; review the diff before committing it.
 
 A script: ``channel`` (sms, telegram), ``address``, ``steps`` and, checked at the end,
 ``expect_contact`` (language, postcode, ward_code, consented, opted_out) and
-``expect_answers`` (answer key -> stored value, the latest of each). A step is ``send: TEXT``
+``expect_answers`` (answer key -> stored value, the latest of each); ``setup`` names what to
+prepare first (``needs``: the demo census and an open needs assessment). A step is ``send: TEXT``
 or ``tap: LABEL`` (Telegram: the button on the latest keyboard whose label starts with it),
 with ``expect`` (the reply texts), ``expect_keyboard`` (the labels of the last keyboard sent),
 and for taps ``expect_notice`` and ``expect_buttons`` (the tapped keyboard's labels after a
@@ -30,6 +31,7 @@ from bot.services import Services, build_services
 from storage.db import upgrade
 from storage.models import Answer, Contact
 from tests.conftest import load_demo_wards, make_settings
+from tests.needs.support import set_up as needs_set_up
 from tests.support import ballot_flows, load_projects
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -47,6 +49,7 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 
 _BlockDumper.add_representer(str, _str)
 SCRIPTS = sorted(GOLDEN.glob("*.yaml"))
+SETUPS = {"needs": needs_set_up}  # ``setup: [needs]``: the demo census and an open assessment
 
 
 @pytest.fixture
@@ -104,6 +107,8 @@ async def test_golden_conversation(
     spec: dict[str, Any] = yaml.safe_load(script.read_text(encoding="utf-8"))
     update = request.config.getoption("--update-golden")
     phone = Phone(client, spec.get("channel", "sms"), spec.get("address", "+447700900123"))
+    for name in spec.get("setup", []):
+        await SETUPS[name](services)
     mismatches = []
     for number, step in enumerate(spec["steps"], start=1):
         clock.advance(minutes=step.get("wait_minutes", 1))

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from flows.broadcasts import Broadcaster
 from flows.catalogue import Catalogue
+from flows.needs.service import NeedsService
 from flows.polls.service import PollService
 
 T = TypeVar("T")
@@ -37,6 +38,9 @@ class AppServices(Protocol):
 
     @property
     def polls(self) -> PollService | None: ...
+
+    @property
+    def needs(self) -> NeedsService: ...
 
     @property
     def catalogue(self) -> Catalogue: ...

@@ -76,6 +76,9 @@ def add_commands(app: typer.Typer, rt: Runtime) -> None:
         ),
         multiple: bool = typer.Option(False, "--multiple", help="Allow several answers."),
         close_at: str = typer.Option(None, "--close-at", help="ISO time with zone; closed then."),
+        needs: str = typer.Option(
+            None, "--needs", help="Link it to this needs assessment (reported as a source)."
+        ),
     ) -> None:
         """Send a non-anonymous native poll to a group; closed at --close-at or by close-poll."""
         closes_at = _close_time(rt, close_at)
@@ -88,6 +91,7 @@ def add_commands(app: typer.Typer, rt: Runtime) -> None:
                 multiple=multiple,
                 closes_at=closes_at,
                 actor=rt.actor(),
+                needs_assessment_id=needs,
             )
             assert sent.id is not None
             return sent.id

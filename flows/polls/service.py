@@ -25,6 +25,7 @@ from flows.catalogue import LANGUAGES, Catalogue
 from storage import polls as store
 from storage import repositories as repo
 from storage.models import TelegramGroup
+from storage.needs import NeedsAssessment
 from storage.polls import TelegramPoll
 
 log = logging.getLogger(__name__)
@@ -108,8 +109,10 @@ class PollService:
         multiple: bool,
         closes_at: datetime | None,
         actor: str,
+        needs_assessment_id: str | None = None,
     ) -> TelegramPoll:
-        """Check, store, then send a poll. Raises :class:`PollError`."""
+        """Check, store, then send a poll. Raises :class:`PollError`. A poll linked to a
+        needs assessment (``needs_assessment_id``) is reported with it, as its own source."""
         problem = self.transport.problem(question, options)
         if problem:
             raise PollError(problem)
@@ -124,6 +127,12 @@ class PollService:
                     f"no Telegram group with chat id {chat_id}; add the bot to the group first "
                     "and see `civicbot telegram groups`"
                 )
+            if needs_assessment_id is not None and (
+                await session.get(NeedsAssessment, needs_assessment_id) is None
+            ):
+                raise PollError(
+                    f"no needs assessment {needs_assessment_id!r} (see `civicbot needs list`)"
+                )
             poll = TelegramPoll(
                 chat_id=chat_id,
                 question=question,
@@ -131,6 +140,7 @@ class PollService:
                 multiple=multiple,
                 created_at=now,
                 closes_at=closes_at,
+                needs_assessment_id=needs_assessment_id,
             )
             session.add(poll)
         try:

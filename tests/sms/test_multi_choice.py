@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.actions import builtin_actions
+from bot.services import DOMAIN_FLOWS, registered_actions
 from flows.engine import Engine
 from flows.events import AnswerRecorded, ContactView, ConversationState, MessageCreated, UserInput
 from flows.library import BUILTIN_DIR, load_library
@@ -42,7 +42,8 @@ nodes:
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     folder: Path = tmp_path_factory.mktemp("flows")
     (folder / "vote.yaml").write_text(VOTE, encoding="utf-8")
-    return Engine(load_library([BUILTIN_DIR, folder], known_actions=builtin_actions()))
+    folders = [BUILTIN_DIR, *DOMAIN_FLOWS, folder]
+    return Engine(load_library(folders, known_actions=registered_actions()))
 
 
 def _answer(engine: Engine, reply: str, language: str = "en") -> tuple[object, str]:

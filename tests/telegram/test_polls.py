@@ -196,6 +196,7 @@ async def test_a_poll_telegram_may_have_posted_is_kept_and_the_reply_says_so(
 async def test_scheduler_has_its_jobs(tg: TelegramBot) -> None:
     scheduler = build_scheduler(tg.services)
     assert sorted(job.id for job in scheduler.get_jobs()) == [
+        "needs_open_close_due",
         "purge_held_delivery_reports",
         "send_scheduled_broadcasts",
         "telegram_close_due_polls",
