@@ -18,7 +18,9 @@ from tests.conftest import load_demo_wards, make_settings
 async def bot(
     database_url: str, clock: FixedClock
 ) -> AsyncIterator[tuple[Services, httpx.AsyncClient]]:
-    services = build_services(make_settings(database_url, run_scheduler=False), clock=clock)
+    # hundreds of simulated residents from one test client: lift the per-address limit
+    settings = make_settings(database_url, run_scheduler=False, simulator_per_minute=100_000)
+    services = build_services(settings, clock=clock)
     await upgrade(services.db)
     await load_demo_wards(services)
     transport = httpx.ASGITransport(app=build_app(services))
@@ -31,7 +33,8 @@ async def bot(
 async def sqlite_bot(
     sqlite_url: str, clock: FixedClock
 ) -> AsyncIterator[tuple[Services, httpx.AsyncClient]]:
-    services = build_services(make_settings(sqlite_url, run_scheduler=False), clock=clock)
+    settings = make_settings(sqlite_url, run_scheduler=False, simulator_per_minute=100_000)
+    services = build_services(settings, clock=clock)
     await upgrade(services.db)
     await load_demo_wards(services)
     transport = httpx.ASGITransport(app=build_app(services))
