@@ -36,6 +36,15 @@ class FlowLibrary:
                 return flow
         return None
 
+    def trigger_with_argument(self, text: str) -> tuple[Flow, dict[str, str]] | None:
+        """The flow a trigger word followed by more words starts (``INTERESTED 12``), with
+        those words in its ``argument`` variable; None unless that flow takes an argument."""
+        head, _, rest = text.partition(" ")
+        flow = self.trigger(head) if rest.strip() else None
+        if flow is None or flow.argument is None:
+            return None
+        return flow, {flow.argument: rest.strip()}
+
     def actions(self) -> set[str]:
         return {
             node.action

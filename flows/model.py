@@ -217,6 +217,9 @@ class Flow(BaseModel):
     # Trigger words that say which language the person speaks: someone who has not chosen
     # one yet is answered in it (YMUNO, HELO, SHWMAE start onboarding in Welsh).
     trigger_languages: dict[str, list[str]] = Field(default_factory=dict)
+    # Words after a trigger word are kept in this flow variable ("INTERESTED 12" starts
+    # the flow with ``vars.<argument>`` = "12"); without it only the bare word triggers.
+    argument: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,63}$")
     start: str
     nodes: dict[str, Node]
 
