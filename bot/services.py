@@ -27,10 +27,12 @@ from channels.telegram.client import CHANNEL as TELEGRAM
 from channels.telegram.client import ChatLimiter, TelegramChannel
 from channels.telegram.router import UpdateRouter
 from channels.twilio_sms import TwilioSmsChannel
-from flows.catalogue import Catalogue
+from flows.catalogue import Catalogue, load_catalogue
 from flows.engine import Engine
 from flows.library import BUILTIN_DIR, FlowLibrary, load_library
 from flows.polls.service import PollService
+from flows.tenders import actions as tender_actions
+from flows.tenders.service import TenderService
 from storage.db import create_engine, session_factory
 
 
@@ -47,6 +49,7 @@ class Services:
     pipeline: Pipeline
     dispatcher: Dispatcher
     broadcasts: BroadcastService
+    tenders: TenderService
     polls: PollService | None = None  # with Telegram
     telegram: UpdateRouter | None = None  # with Telegram
     extras: dict[str, object] = field(default_factory=dict)
@@ -98,14 +101,17 @@ def telegram_channel(settings: Settings, catalogue: Catalogue) -> TelegramChanne
     )
 
 
-DOMAIN_FLOWS: tuple[Path, ...] = ()
+TENDER_FLOWS = Path(tender_actions.__file__).parent
+DOMAIN_FLOWS: tuple[Path, ...] = (TENDER_FLOWS,)
 """Each domain's flow folder (``flows/<domain>/``), listed by hand; loaded after the core
 flows and before a council's own (``CIVICBOT_FLOWS_DIR``)."""
 
 
-def registered_actions() -> dict[str, Action]:
-    """Every action flows may call: the core ones and each domain's, listed by hand."""
-    return builtin_actions()
+def registered_actions(catalogue: Catalogue | None = None) -> dict[str, Action]:
+    """Every action flows may call: the core ones and each domain's, listed by hand. Some
+    show labels from the catalogue (the shipped one unless given)."""
+    catalogue = catalogue or load_catalogue()
+    return {**builtin_actions(), **tender_actions.build_actions(catalogue)}
 
 
 def flow_folders(settings: Settings) -> list[Path]:
@@ -123,8 +129,10 @@ def build_services(
     db = create_engine(settings.database_url)
     sessions = session_factory(db)
 
-    actions = {**registered_actions(), **(actions or {})}
-    library = load_library(flow_folders(settings), known_actions=actions)
+    folders = flow_folders(settings)
+    catalogue = load_catalogue(f for f in folders if f != BUILTIN_DIR)
+    actions = {**registered_actions(catalogue), **(actions or {})}
+    library = load_library(folders, known_actions=actions)
     catalogue = library.catalogue
 
     all_channels: dict[str, Channel] = {}
@@ -169,6 +177,9 @@ def build_services(
         sms_segment_price=settings.sms_segment_price,
         on_outbox=dispatcher.wake,
     )
+    tenders = TenderService(
+        sessions=sessions, broadcaster=broadcasts, catalogue=catalogue, clock=clock
+    )
     polls: PollService | None = None
     router: UpdateRouter | None = None
     telegram = telegram if isinstance(all_channels.get(TELEGRAM), TelegramChannel) else None
@@ -207,6 +218,7 @@ def build_services(
         pipeline=pipeline,
         dispatcher=dispatcher,
         broadcasts=broadcasts,
+        tenders=tenders,
         polls=polls,
         telegram=router,
     )

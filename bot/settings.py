@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     telegram_group_per_minute: int = Field(default=20, ge=1)  # sends to one group
     scheduler_interval_seconds: float = Field(default=30.0, gt=0)  # how often due jobs run
 
+    # ---- tender alerts (flows/tenders) ----------------------------------------------------
+    # The live OCDS APIs `civicbot tenders fetch` pages through (a local fake server in
+    # tests), and how often `serve` fetches from both (minutes; 0 turns it off).
+    contracts_finder_api_base: str = "https://www.contractsfinder.service.gov.uk"
+    find_a_tender_api_base: str = "https://www.find-tender.service.gov.uk"
+    tender_fetch_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60)
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:
@@ -98,7 +105,12 @@ class Settings(BaseSettings):
     def _upper_region(cls, value: str) -> str:
         return value.upper()
 
-    @field_validator("twilio_api_base", "telegram_api_base")
+    @field_validator(
+        "twilio_api_base",
+        "telegram_api_base",
+        "contracts_finder_api_base",
+        "find_a_tender_api_base",
+    )
     @classmethod
     def _api_base_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):

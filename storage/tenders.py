@@ -80,6 +80,7 @@ class TenderProcess(SQLModel, table=True):
     revision: int = 0
     alerted: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     changes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    cancel_told: bool = False  # those who marked interest have been told it was cancelled
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
@@ -177,6 +178,8 @@ class TenderIntroduction(SQLModel, table=True):
     from_org_id: int = Field(foreign_key="tender_orgs.id", index=True)
     to_org_id: int = Field(foreign_key="tender_orgs.id", index=True)
     status: str = Field(default=IntroductionStatus.ASKED, max_length=16)
+    asked_sent: bool = False  # the other side has been asked (through the broadcast path)
+    result_sent: bool = False  # the asker has been told the answer (and, if yes, details)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     answered_at: datetime | None = _ts()
 

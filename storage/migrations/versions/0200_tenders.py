@@ -58,6 +58,7 @@ def upgrade() -> None:
         sa.Column("revision", sa.Integer(), nullable=False),
         sa.Column("alerted", sa.JSON(), nullable=False),
         sa.Column("changes", sa.JSON(), nullable=False),
+        sa.Column("cancel_told", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
@@ -129,6 +130,8 @@ def upgrade() -> None:
         sa.Column("from_org_id", sa.Integer(), nullable=False),
         sa.Column("to_org_id", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("asked_sent", sa.Boolean(), nullable=False),
+        sa.Column("result_sent", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("answered_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
