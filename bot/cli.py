@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from admin import pb_cli
 from admin.cli import broadcast as broadcast_cli
 from admin.cli import telegram as telegram_cli
+from admin.cli import tenders as tenders_cli
 from admin.cli import wards as wards_cli
 from admin.cli.runtime import AppServices
 from bot.settings import Settings, SettingsError, load_settings
@@ -121,6 +122,7 @@ app.add_typer(flows_app, name="flows")
 app.add_typer(wards_cli.build(_runtime), name="wards")
 app.add_typer(broadcast_cli.build(_runtime), name="broadcast")
 app.add_typer(pb_cli.app, name="pb")
+app.add_typer(tenders_cli.build(_runtime), name="tenders")
 app.add_typer(telegram_app, name="telegram")
 telegram_cli.add_commands(telegram_app, _runtime)
 

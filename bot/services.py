@@ -178,7 +178,14 @@ def build_services(
         on_outbox=dispatcher.wake,
     )
     tenders = TenderService(
-        sessions=sessions, broadcaster=broadcasts, catalogue=catalogue, clock=clock
+        sessions=sessions,
+        broadcaster=broadcasts,
+        catalogue=catalogue,
+        clock=clock,
+        feed_bases={
+            "contracts-finder": settings.contracts_finder_api_base,
+            "find-a-tender": settings.find_a_tender_api_base,
+        },
     )
     polls: PollService | None = None
     router: UpdateRouter | None = None

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from flows.broadcasts import Broadcaster
 from flows.catalogue import Catalogue
 from flows.polls.service import PollService
+from flows.tenders.service import TenderService
 
 T = TypeVar("T")
 
@@ -40,6 +41,9 @@ class AppServices(Protocol):
 
     @property
     def catalogue(self) -> Catalogue: ...
+
+    @property
+    def tenders(self) -> TenderService: ...
 
 
 class Runtime(Protocol):

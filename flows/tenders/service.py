@@ -198,8 +198,11 @@ class TenderService:
         catalogue: Catalogue,
         clock: Clock,
         compiler: Compiler | None = None,
+        feed_bases: dict[str, str] | None = None,
     ) -> None:
         self.sessions = sessions
+        # The live APIs' base URLs by source name (settings), for flows.tenders.fetch.
+        self.feed_bases = dict(feed_bases or {})
         self.broadcaster = broadcaster
         self.catalogue = catalogue
         self.clock = clock
