@@ -130,10 +130,8 @@ def _release(obj: Any, path: str, problems: list[str]) -> Release | None:
     release_id = _identity(obj.get("id"))
     missing = [name for name, v in (("ocid", ocid), ("id", release_id)) if v is None]
     if missing:
-        problems.append(
-            f"{path}: missing {' and '.join(missing)} (every release needs a string "
-            "ocid and id, at most 200 characters)"
-        )
+        # (a string or integer of at most 200 characters: anything else is as good as missing)
+        problems.append(f"{path}: missing {' and '.join(missing)}")
         return None
     assert ocid is not None and release_id is not None
     date = obj.get("date")
