@@ -86,9 +86,12 @@ def expected(tenders: dict[str, dict[str, Any]], sub: dict[str, Any], now: datet
             c["id"][:8] for c in t.get("additionalClassifications", []) if c.get("scheme") == "CPV"
         ]
         cats = {category(c) for c in codes}
-        if not (cats & sub["categories"] or any(c.startswith(p) for c in codes for p in sub["cpv"])):
+        prefix = any(c.startswith(p) for c in codes for p in sub["cpv"])
+        if not (cats & sub["categories"] or prefix):
             continue
-        places = [a.get("region") for i in t.get("items", []) for a in i.get("deliveryAddresses", [])]
+        places = [
+            a.get("region") for i in t.get("items", []) for a in i.get("deliveryAddresses", [])
+        ]
         regions: set[str] = set()
         for place in places:
             if place == "England":
