@@ -17,16 +17,19 @@ A notice matches a subscription when all of these hold:
 
 :func:`matches` says it for one pair, plainly. :class:`Matcher` answers the same for many
 subscriptions at once through bit-set indexes (one Python integer per category, CPV
-prefix and region, a bit per subscription), so a notice is checked against only the
-subscriptions its categories and regions can reach. ``bench/tenders.py`` times both.
+prefix and region, a bit per subscription) and numpy, so a notice is checked against only
+the subscriptions its categories and regions can reach. ``bench/tenders.py`` times both.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+
+import numpy as np
+from numpy.typing import NDArray
 
 from flows.tenders.normalise import Notice
 from flows.tenders.taxonomy import REGION_IDS
@@ -111,29 +114,36 @@ def naive_matches(
     }
 
 
-def _bits(mask: int) -> Iterable[int]:
-    while mask:
-        low = mask & -mask
-        yield low.bit_length() - 1
-        mask ^= low
-
-
 class Matcher:
-    """Many subscriptions, indexed once; :meth:`match` gives a notice's subscriptions."""
+    """Many subscriptions, indexed once; :meth:`match` gives a notice's subscriptions.
+
+    Categories, CPV prefixes, regions and the VCSE-only flag are bit sets (a Python integer
+    each, one bit per subscription): OR-ing a notice's few sets gives its candidates. Value
+    bands and keywords are then checked for all candidates at once with numpy: bands as two
+    arrays of bounds, keywords by counting, per subscription, how many of its keywords the
+    notice has (looked up from the notice's words, not tried one keyword at a time)."""
 
     def __init__(self, subs: Sequence[Criteria]) -> None:
         self.subs = list(subs)
+        count = len(self.subs)
+        self.ids = np.array([s.id for s in self.subs], dtype=np.int64)
+        self.low = np.array(
+            [-np.inf if s.min_value is None else s.min_value for s in self.subs], dtype=float
+        )
+        self.high = np.array(
+            [np.inf if s.max_value is None else s.max_value for s in self.subs], dtype=float
+        )
         self.any_category = 0
         self.by_category: dict[str, int] = {}
         self.by_prefix: dict[str, int] = {}
         self.all_regions = 0
         self.by_region: dict[str, int] = dict.fromkeys(REGION_IDS, 0)
-        self.everyone = 0
         self.vcse_only = 0
-        self.detailed = 0  # subscriptions with a value band or keywords: checked one by one
+        # keyword phrase -> the subscriptions needing it; phrases by their first word
+        wanted: dict[str, list[int]] = {}
+        self.keyword_counts = np.zeros(count, dtype=np.int32)
         for index, sub in enumerate(self.subs):
             bit = 1 << index
-            self.everyone |= bit
             if not sub.categories and not sub.cpv:
                 self.any_category |= bit
             for category in sub.categories:
@@ -146,13 +156,27 @@ class Matcher:
                 self.by_region[region] = self.by_region.get(region, 0) | bit
             if sub.vcse_only:
                 self.vcse_only |= bit
-            if sub.keywords or sub.min_value is not None or sub.max_value is not None:
-                self.detailed |= bit
+            phrases = {phrase(k) for k in sub.keywords}
+            self.keyword_counts[index] = len(phrases)
+            for p in phrases:
+                wanted.setdefault(p, []).append(index)
+        self.needing = {p: np.array(v, dtype=np.int64) for p, v in wanted.items()}
+        self.by_first_word: dict[str, list[str]] = {}
+        for p in wanted:
+            self.by_first_word.setdefault(p.split(" ")[0] if p else "", []).append(p)
         self.prefix_lengths = sorted({len(p) for p in self.by_prefix})
+        self.nbytes = max(1, (count + 7) // 8)
+
+    def _indexes(self, mask: int) -> NDArray[np.int64]:
+        bits = np.unpackbits(
+            np.frombuffer(mask.to_bytes(self.nbytes, "little"), dtype=np.uint8),
+            bitorder="little",
+        )
+        return np.flatnonzero(bits).astype(np.int64)
 
     def match(self, notice: Notice, now: datetime) -> list[int]:
         """The ids of the subscriptions ``notice`` matches (in subscription order)."""
-        if not notice.is_open(now):
+        if not notice.is_open(now) or not self.subs:
             return []
         mask = self.any_category
         for category in notice.categories:
@@ -167,17 +191,19 @@ class Matcher:
             mask &= places
         if not notice.vcse_suitable:
             mask &= ~self.vcse_only
-        found = []
-        check = mask & self.detailed
-        text: NoticeText | None = None
-        for index in _bits(mask):
-            sub = self.subs[index]
-            if check >> index & 1:
-                if not _value_ok(notice, sub.min_value, sub.max_value):
-                    continue
-                if sub.keywords:
-                    text = text or NoticeText(notice)
-                    if not all(text.has(k) for k in sub.keywords):
-                        continue
-            found.append(sub.id)
-        return found
+        candidates = self._indexes(mask)
+        if not len(candidates):
+            return []
+        keep = np.ones(len(candidates), dtype=bool)
+        low, high = notice.low, notice.high
+        if low is not None and high is not None:
+            keep &= (self.high[candidates] >= low) & (self.low[candidates] <= high)
+        if self.needing:
+            has = np.zeros(len(self.subs), dtype=np.int32)
+            text = NoticeText(notice)
+            for word in set(text.padded.split()):
+                for p in self.by_first_word.get(word, ()):
+                    if f" {p} " in text.padded:
+                        has[self.needing[p]] += 1
+            keep &= has[candidates] == self.keyword_counts[candidates]
+        return [int(i) for i in self.ids[candidates[keep]]]
