@@ -71,6 +71,11 @@ def _list(text: str | None) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
+def _given(text: str | None) -> bool:
+    """Whether a flow variable reached the action (a missing one arrives as ``{name}``)."""
+    return bool(text and text.strip() and not text.startswith("{"))
+
+
 def _ref(text: str | None) -> int | None:
     word = (text or "").strip().lstrip("#")
     return int(word) if re.fullmatch(r"[0-9]{1,9}", word) else None
@@ -183,6 +188,14 @@ def build_actions(catalogue: Catalogue) -> dict[str, TenderAction]:
             values["edit"] = ""
         return ActionResult("ok", values)
 
+    async def check_band(ctx: Ctx) -> ActionResult:
+        band = parse_band(ctx.args.get("band", "any"))
+        if isinstance(band, str):
+            return ActionResult(
+                "bad_band", {"band_problem": catalogue.text(band, ctx.contact.language)}
+            )
+        return ActionResult("ok")
+
     async def save_subscription(ctx: Ctx) -> ActionResult:
         assert ctx.contact.id is not None
         org = await org_of(ctx)
@@ -288,6 +301,8 @@ def build_actions(catalogue: Catalogue) -> dict[str, TenderAction]:
         org = await org_of(ctx)
         if org is None or org.id is None:
             return ActionResult("no_org")
+        if not _given(ctx.args.get("ref")):
+            return ActionResult("no_ref")
         process = await process_of(ctx, ctx.args.get("ref"))
         if process is None or process.id is None:
             return ActionResult("unknown", {"ref": ctx.args.get("ref", "")[:12]})
@@ -319,6 +334,8 @@ def build_actions(catalogue: Catalogue) -> dict[str, TenderAction]:
         org = await org_of(ctx)
         if org is None or org.id is None:
             return ActionResult("no_org")
+        if not _given(ctx.args.get("ref")):
+            return ActionResult("no_ref")
         process = await process_of(ctx, ctx.args.get("ref"))
         if process is None or process.id is None:
             return ActionResult("unknown", {"ref": ctx.args.get("ref", "")[:12]})
@@ -359,6 +376,8 @@ def build_actions(catalogue: Catalogue) -> dict[str, TenderAction]:
         org = await org_of(ctx)
         if org is None or org.id is None:
             return ActionResult("no_org")
+        if not _given(ctx.args.get("pair")):
+            return ActionResult("no_ref")
         words = (ctx.args.get("pair") or "").split()
         process = await process_of(ctx, words[0] if words else None)
         if process is None or process.id is None:
@@ -461,6 +480,7 @@ def build_actions(catalogue: Catalogue) -> dict[str, TenderAction]:
         "tender_org_status": org_status,
         "tender_save_org": save_org,
         "tender_subscription_options": subscription_options,
+        "tender_check_band": check_band,
         "tender_save_subscription": save_subscription,
         "tender_list_subscriptions": list_subscriptions,
         "tender_subscription_op": subscription_op,

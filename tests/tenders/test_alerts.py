@@ -251,9 +251,13 @@ async def test_bad_value_band_and_charity_number_are_asked_again(
     assert "doesn't look like a charity number" in replies[-1]
     replies = await say(client, "bad", "SC012345", "me@example.org", "2", "1", "1")
     assert "What contract values?" in replies[-1]
-    replies = await say(client, "bad", "50000 to 1000", "2", "NONE", "1")
+    replies = await say(client, "bad", "50000 to 1000")  # asked again at once
     assert "The first amount is more than the second" in replies[-2]
     assert "What contract values?" in replies[-1]
+    replies = await say(client, "bad", "1e999 to 2e999")
+    assert "isn't one of the options" in replies[-1]  # not a range it can read
+    replies = await say(client, "bad", "1000 to 99999999999999999")
+    assert "too large" in replies[-2]
     replies = await say(client, "bad", "1000 to 50000", "2", "NONE", "1")
     assert replies[-1].startswith("Saved:") and "£1,000 to £50,000" in replies[-1]
 
