@@ -165,3 +165,29 @@ def test_fetch_resumes_after_a_kill(feeds: FakeFeeds, tmp_path: Path) -> None:
     assert "2 page(s), 1 release(s), 0 new; reached the last page" in again.stdout
     listed = runner.invoke(app, ["tenders", "list", "--json"], env=env)
     assert listed.stdout.count('"ocid"') == 94
+
+
+async def test_serve_fetches_on_a_schedule_unless_turned_off(
+    sqlite_url: str, clock: FixedClock, feeds: FakeFeeds
+) -> None:
+    from bot.scheduler import build_scheduler, fetch_tenders
+
+    settings = make_settings(sqlite_url, contracts_finder_api_base=feeds.url,
+                             find_a_tender_api_base=feeds.url, tender_fetch_minutes=15)
+    services = await start_services(settings, clock)
+    try:
+        jobs = {job.id: job for job in build_scheduler(services).get_jobs()}
+        assert jobs["tender_fetch"].trigger.interval == timedelta(minutes=15)
+        assert "tender_alerts" in jobs
+        clock.current = AFTER_PAGE
+        await fetch_tenders(services)  # what the job runs: both feeds, then alerts
+        assert {p.split("?")[0] for p in feeds.requests} == {
+            "/Published/Notices/OCDS/Search", "/api/1.0/ocdsReleasePackages"
+        }
+    finally:
+        await services.close()
+    off = await start_services(make_settings(sqlite_url, tender_fetch_minutes=0), clock)
+    try:
+        assert "tender_fetch" not in {job.id for job in build_scheduler(off).get_jobs()}
+    finally:
+        await off.close()

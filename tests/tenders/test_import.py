@@ -175,3 +175,34 @@ def test_cli_import_list_and_show(env: dict[str, str]) -> None:
     assert missing.exit_code == 2 and "no process 'nope'" in missing.output
     orgs = runner.invoke(app, ["tenders", "orgs", "--json"], env=env)
     assert json.loads(orgs.stdout) == []
+
+
+def test_odd_and_hostile_values_never_break_normalisation() -> None:
+    compiled = {
+        "ocid": "ocds-x",
+        "buyer": {"name": "Council\x00\x07 of\u200b  Things"},
+        "tender": {
+            "title": "Caf\u00c3\u00a9 services\u00e2\u20ac\u00af" + "x" * 2000,
+            "status": "active",
+            "value": {"amount": 1e300, "currency": "GBP"},
+            "minValue": {"amount": -5},
+            "tenderPeriod": {"endDate": "next Tuesday"},
+            "classification": {"scheme": "CPV", "id": "not a code"},
+            "items": [{"deliveryAddresses": [{"region": ["UKM"]}, {"region": "Atlantis"}]}],
+            "suitability": {"sme": "yes", "vcse": 1},
+            "lots": "none",
+            "awardCriteria": {"criteria": [{"name": "Social value", "description": "900"}]},
+        },
+    }
+    notice = normalise(compiled)
+    assert notice.buyer == "Council of Things"
+    assert notice.title.startswith("Café services x") and len(notice.title) == 500
+    assert (notice.amount, notice.min_value, notice.deadline) == (None, None, None)
+    assert notice.cpv == () and notice.categories == () and notice.regions == ()
+    assert (notice.sme, notice.vcse, notice.lots, notice.social_value) == (None, None, (), None)
+    assert not notice.is_open(datetime(2025, 1, 1, tzinfo=UTC))  # no deadline: not open
+    weighted = {"tender": {"lots": [{"id": "1", "awardCriteria": {"criteria": [
+        {"type": "quality", "name": "Social value and community benefits",
+         "numbers": [{"number": 15}]},
+        {"type": "price", "description": "60"}]}}]}}
+    assert normalise(weighted).social_value == 15.0
