@@ -64,9 +64,10 @@ def _shorten(text: str, units: int) -> str:
 class AlertTexts:
     """Alert, digest and partner texts in one language."""
 
-    def __init__(self, catalogue: Catalogue, language: str) -> None:
+    def __init__(self, catalogue: Catalogue, language: str, now: datetime | None = None) -> None:
         self.catalogue = catalogue
         self.language = language
+        self.now = now  # dates in another year than this show their year
 
     def t(self, key: str, **values: Any) -> str:
         return self.catalogue.text(key, self.language, **values)
@@ -96,6 +97,8 @@ class AlertTexts:
         local = when.astimezone(LONDON)
         months = self.t("tender_months").split(",")
         day = f"{local.day} {months[local.month - 1].strip()}"
+        if self.now is not None and self.now.astimezone(LONDON).year != local.year:
+            day += f" {local.year}"
         return f"{day} {local:%H:%M}" if with_time else day
 
     def regions(self, codes: Sequence[str]) -> str:

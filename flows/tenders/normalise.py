@@ -200,8 +200,17 @@ def _social_value(criteria_lists: list[Any]) -> float | None:
 
 
 def _url(release: dict[str, Any], tender: dict[str, Any]) -> str:
-    documents = _dicts(tender.get("documents"))
-    for wanted in ("tenderNotice", "contractNotice"):
+    """The notice's own page: a tender (or contract) notice document, else one from the
+    planning or award stages, else any web page among the documents, else the release's
+    canonical link."""
+    planning = release.get("planning") if isinstance(release.get("planning"), dict) else {}
+    assert isinstance(planning, dict)
+    documents = (
+        _dicts(tender.get("documents"))
+        + _dicts(planning.get("documents"))
+        + [d for award in _dicts(release.get("awards")) for d in _dicts(award.get("documents"))]
+    )
+    for wanted in ("tenderNotice", "contractNotice", "plannedProcurementNotice", "awardNotice"):
         for doc in documents:
             if doc.get("documentType") == wanted and isinstance(doc.get("url"), str):
                 return str(doc["url"])[:500]

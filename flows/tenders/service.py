@@ -215,7 +215,7 @@ class TenderService:
         return self._compiler
 
     def texts(self, language: str) -> AlertTexts:
-        return AlertTexts(self.catalogue, language)
+        return AlertTexts(self.catalogue, language, now=self.clock.now())
 
     # ---- import -------------------------------------------------------------------------------
 

@@ -96,3 +96,15 @@ def test_indexed_matcher_agrees_with_the_plain_rules() -> None:
         got = {n.ocid: matcher.match(n, now) for n in real if n.is_open(now)}
         assert got == expected
         assert sum(len(v) for v in got.values()) > 100  # the comparison means something
+
+
+def test_dates_show_their_year_only_when_it_is_not_this_one() -> None:
+    from flows.catalogue import load_catalogue
+    from flows.tenders.alerts import AlertTexts
+
+    catalogue = load_catalogue()
+    when = datetime(2025, 3, 12, 12, 0, tzinfo=UTC)  # 12:00 GMT
+    assert AlertTexts(catalogue, "en", now=NOW).date(when) == "12 March 12:00"
+    assert AlertTexts(catalogue, "cy", now=NOW).date(when, False) == "12 Mawrth"
+    summer = datetime(2026, 7, 1, 11, 0, tzinfo=UTC)  # 12:00 BST, next year
+    assert AlertTexts(catalogue, "en", now=NOW).date(summer) == "1 July 2026 12:00"
