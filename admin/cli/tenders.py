@@ -170,7 +170,7 @@ def build(rt: Runtime) -> typer.Typer:
             return
         for r in rows:
             deadline = r.deadline.strftime("%Y-%m-%d") if r.deadline else "-"
-            typer.echo(f"{r.id:>5}  {r.status:<11} {deadline:<10}  {_value_text(r):>15}  "
+            typer.echo(f"{r.id:>5}  {r.status:<11} {deadline:<10}  {_value_text(r):>21}  "
                        f"{r.title[:60]}")
         typer.echo(f"{len(rows)} process(es)", err=True)
 
