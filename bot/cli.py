@@ -23,6 +23,7 @@ from admin import pb_cli
 from admin.cli import broadcast as broadcast_cli
 from admin.cli import needs as needs_cli
 from admin.cli import telegram as telegram_cli
+from admin.cli import tenders as tenders_cli
 from admin.cli import wards as wards_cli
 from admin.cli.runtime import AppServices
 from bot.settings import Settings, SettingsError, load_settings
@@ -126,6 +127,7 @@ app.add_typer(broadcast_cli.build(_runtime), name="broadcast")
 app.add_typer(needs_cli.build(_runtime), name="needs")
 app.add_typer(needs_cli.build_census(_runtime), name="census")
 app.add_typer(pb_cli.app, name="pb")
+app.add_typer(tenders_cli.build(_runtime), name="tenders")
 app.add_typer(telegram_app, name="telegram")
 telegram_cli.add_commands(telegram_app, _runtime)
 

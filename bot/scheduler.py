@@ -43,6 +43,29 @@ def build_scheduler(services: Services) -> AsyncIOScheduler:
         coalesce=True,
         max_instances=1,
     )
+    # Tender alerts: instant alerts and introductions every interval (an import from the CLI
+    # queues its own alerts at once; this catches anything left), digests when due (08:00
+    # Europe/London, kept as next_digest_at in the table), and the live feeds on a schedule.
+    scheduler.add_job(
+        tender_alerts,
+        "interval",
+        args=[services],
+        seconds=every,
+        id="tender_alerts",
+        coalesce=True,
+        max_instances=1,
+    )
+    minutes = services.settings.tender_fetch_minutes
+    if minutes > 0:
+        scheduler.add_job(
+            fetch_tenders,
+            "interval",
+            args=[services],
+            minutes=minutes,
+            id="tender_fetch",
+            coalesce=True,
+            max_instances=1,
+        )
     if services.polls is not None:
         scheduler.add_job(
             services.polls.close_due,
@@ -54,6 +77,30 @@ def build_scheduler(services: Services) -> AsyncIOScheduler:
             max_instances=1,
         )
     return scheduler
+
+
+async def tender_alerts(services: Services) -> None:
+    await services.tenders.send_alerts()
+    await services.tenders.send_digests()
+    await services.tenders.deliver_introductions()
+
+
+async def fetch_tenders(services: Services) -> None:
+    """Fetch both live feeds from where they stopped; a feed that fails keeps its place."""
+    from flows.tenders.fetch import SOURCES, Fetcher, FetchError
+
+    fetcher = Fetcher(
+        sessions=services.sessions,
+        tenders=services.tenders,
+        clock=services.clock,
+        bases=services.tenders.feed_bases,
+    )
+    for name in SOURCES:
+        try:
+            await fetcher.run(name)
+        except FetchError as exc:
+            log.warning("tender fetch stopped: %s", exc)
+    await services.tenders.send_alerts()
 
 
 HELD_REPORT_TTL = timedelta(days=1)

@@ -27,12 +27,14 @@ from channels.telegram.client import CHANNEL as TELEGRAM
 from channels.telegram.client import ChatLimiter, TelegramChannel
 from channels.telegram.router import UpdateRouter
 from channels.twilio_sms import TwilioSmsChannel
-from flows.catalogue import Catalogue
+from flows.catalogue import Catalogue, load_catalogue
 from flows.engine import Engine
 from flows.library import BUILTIN_DIR, FlowLibrary, load_library
 from flows.needs.actions import needs_actions
 from flows.needs.service import NeedsService
 from flows.polls.service import PollService
+from flows.tenders import actions as tender_actions
+from flows.tenders.service import TenderService
 from storage.db import create_engine, session_factory
 
 
@@ -50,6 +52,7 @@ class Services:
     dispatcher: Dispatcher
     broadcasts: BroadcastService
     needs: NeedsService
+    tenders: TenderService
     polls: PollService | None = None  # with Telegram
     telegram: UpdateRouter | None = None  # with Telegram
     extras: dict[str, object] = field(default_factory=dict)
@@ -102,14 +105,21 @@ def telegram_channel(settings: Settings, catalogue: Catalogue) -> TelegramChanne
 
 
 NEEDS_FLOWS = Path(__file__).resolve().parents[1] / "flows" / "needs"
-DOMAIN_FLOWS: tuple[Path, ...] = (NEEDS_FLOWS,)
+TENDER_FLOWS = Path(tender_actions.__file__).parent
+DOMAIN_FLOWS: tuple[Path, ...] = (NEEDS_FLOWS, TENDER_FLOWS)
 """Each domain's flow folder (``flows/<domain>/``), listed by hand; loaded after the core
 flows and before a council's own (``CIVICBOT_FLOWS_DIR``)."""
 
 
-def registered_actions() -> dict[str, Action]:
-    """Every action flows may call: the core ones and each domain's, listed by hand."""
-    return {**builtin_actions(), **needs_actions()}
+def registered_actions(catalogue: Catalogue | None = None) -> dict[str, Action]:
+    """Every action flows may call: the core ones and each domain's, listed by hand. Some
+    show labels from the catalogue (the shipped one unless given)."""
+    catalogue = catalogue or load_catalogue()
+    return {
+        **builtin_actions(),
+        **needs_actions(),
+        **tender_actions.build_actions(catalogue),
+    }
 
 
 def flow_folders(settings: Settings) -> list[Path]:
@@ -127,8 +137,10 @@ def build_services(
     db = create_engine(settings.database_url)
     sessions = session_factory(db)
 
-    actions = {**registered_actions(), **(actions or {})}
-    library = load_library(flow_folders(settings), known_actions=actions)
+    folders = flow_folders(settings)
+    catalogue = load_catalogue(f for f in folders if f != BUILTIN_DIR)
+    actions = {**registered_actions(catalogue), **(actions or {})}
+    library = load_library(folders, known_actions=actions)
     catalogue = library.catalogue
 
     all_channels: dict[str, Channel] = {}
@@ -181,6 +193,16 @@ def build_services(
         clock=clock,
         under_represented_ratio=settings.under_represented_ratio,
     )
+    tenders = TenderService(
+        sessions=sessions,
+        broadcaster=broadcasts,
+        catalogue=catalogue,
+        clock=clock,
+        feed_bases={
+            "contracts-finder": settings.contracts_finder_api_base,
+            "find-a-tender": settings.find_a_tender_api_base,
+        },
+    )
     polls: PollService | None = None
     router: UpdateRouter | None = None
     telegram = telegram if isinstance(all_channels.get(TELEGRAM), TelegramChannel) else None
@@ -220,6 +242,7 @@ def build_services(
         dispatcher=dispatcher,
         broadcasts=broadcasts,
         needs=needs,
+        tenders=tenders,
         polls=polls,
         telegram=router,
     )

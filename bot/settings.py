@@ -92,6 +92,13 @@ class Settings(BaseSettings):
     # census, is below this is reported under-represented (and ``needs remind`` targets it).
     under_represented_ratio: float = Field(default=0.8, gt=0, le=1)
 
+    # ---- tender alerts (flows/tenders) ----------------------------------------------------
+    # The live OCDS APIs `civicbot tenders fetch` pages through (a local fake server in
+    # tests), and how often `serve` fetches from both (minutes; 0 turns it off).
+    contracts_finder_api_base: str = "https://www.contractsfinder.service.gov.uk"
+    find_a_tender_api_base: str = "https://www.find-tender.service.gov.uk"
+    tender_fetch_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60)
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:
@@ -111,7 +118,12 @@ class Settings(BaseSettings):
     def _upper_region(cls, value: str) -> str:
         return value.upper()
 
-    @field_validator("twilio_api_base", "telegram_api_base")
+    @field_validator(
+        "twilio_api_base",
+        "telegram_api_base",
+        "contracts_finder_api_base",
+        "find_a_tender_api_base",
+    )
     @classmethod
     def _api_base_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):

@@ -212,16 +212,17 @@ class Engine:
                 run.emit(Notice(self._string(run, "question_closed"), closed=True))
             return
         word = normalise(inp.text)
-        trigger = self.library.trigger(word)
+        trigger, given = self._trigger(word)
         if node is None:
             self._idle(run, inp)
-        elif trigger is not None and trigger.id == run.state.flow_id:
+        elif trigger is not None and given is None and trigger.id == run.state.flow_id:
             # HI or JOIN in the middle of joining: ask the question again, kindly (and in
             # Welsh if the word was Welsh and no language has been chosen yet)
             self._speak(run, trigger, word)
             self._reprompt(run)
         elif trigger is not None and run.contact.consented:
-            self._start(run, self._welcome(run, trigger.id))  # a keyword works mid-question
+            # a keyword works mid-question
+            self._start(run, self._welcome(run, trigger.id), given)
         elif isinstance(node, ChoiceNode | MultiNode | InputNode):
             self._answer(run, node, inp)
         else:  # parked on an action that never resumed: start over rather than get stuck
@@ -230,15 +231,26 @@ class Engine:
 
     def _idle(self, run: _Run, inp: UserInput) -> None:
         word = normalise(inp.text)
-        flow = self.library.trigger(word)
+        flow, given = self._trigger(word)
         if not run.contact.consented:
             if flow is not None:
                 self._speak(run, flow, word)
             self._start(run, ONBOARDING)
         elif flow is not None:
-            self._start(run, self._welcome(run, flow.id))
+            self._start(run, self._welcome(run, flow.id), given)
         else:
             run.emit(MessageCreated(self._string(run, "not_understood")))
+
+    def _trigger(self, word: str) -> tuple[Flow | None, dict[str, Any] | None]:
+        """The flow a message starts, and the variables its words give it: a trigger word
+        alone, or one followed by an argument (``INTERESTED 12``, see ``Flow.argument``)."""
+        flow = self.library.trigger(word)
+        if flow is not None:
+            return flow, None
+        found = self.library.trigger_with_argument(word)
+        if found is None:
+            return None, None
+        return found[0], dict(found[1])
 
     def _speak(self, run: _Run, flow: Flow, word: str) -> None:
         """Answer in the language a trigger word implies (SHWMAE: Welsh), for someone who has

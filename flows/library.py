@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from flows.catalogue import OVERRIDE_NAME, Catalogue, CatalogueError, load_catalogue
-from flows.model import ActionNode, Flow
+from flows.model import ActionNode, ChoiceNode, Flow, Option
 
 BUILTIN_DIR = Path(__file__).parent / "library"
 REQUIRED_FLOWS = ("onboarding", "menu", "language")
@@ -35,6 +35,15 @@ class FlowLibrary:
             if word in flow.triggers:
                 return flow
         return None
+
+    def trigger_with_argument(self, text: str) -> tuple[Flow, dict[str, str]] | None:
+        """The flow a trigger word followed by more words starts (``INTERESTED 12``), with
+        those words in its ``argument`` variable; None unless that flow takes an argument."""
+        head, _, rest = text.partition(" ")
+        flow = self.trigger(head) if rest.strip() else None
+        if flow is None or flow.argument is None:
+            return None
+        return flow, {flow.argument: rest.strip()}
 
     def actions(self) -> set[str]:
         return {
@@ -75,6 +84,8 @@ def load_library(
                 where = ".".join(str(p) for p in first["loc"])
                 raise FlowError(f"{path.name}: {where}: {first['msg']}") from None
             flows[flow.id] = flow
+    if "menu" in flows:
+        flows["menu"] = _with_menu_entries(flows["menu"], flows.values())
     for flow in flows.values():
         missing = flow.flow_references() - flows.keys()
         if missing:
@@ -88,3 +99,24 @@ def load_library(
         if unknown:
             raise FlowError(f"flows call unregistered action(s) {sorted(unknown)}")
     return library
+
+
+def _with_menu_entries(menu: Flow, flows: Iterable[Flow]) -> Flow:
+    """The main menu with an option for each loaded flow that asks for one (``menu:``),
+    after the menu's own options, in load order."""
+    node = menu.nodes.get(menu.start)
+    if not isinstance(node, ChoiceNode) or node.options_from is not None:
+        return menu
+    present = {o.next for o in node.options}
+    extra = [
+        Option(id=flow.id[:32], text=flow.menu, next=f"flow:{flow.id}")
+        for flow in flows
+        if flow.menu is not None and flow.id != menu.id and f"flow:{flow.id}" not in present
+    ]
+    if not extra:
+        return menu
+    if len(node.options) + len(extra) > 12:
+        raise FlowError(f"the menu can hold 12 options, not {len(node.options) + len(extra)}")
+    options = [*node.options, *extra]
+    nodes = {**menu.nodes, menu.start: node.model_copy(update={"options": options})}
+    return menu.model_copy(update={"nodes": nodes})

@@ -219,12 +219,23 @@ class Flow(BaseModel):
     # Trigger words that say which language the person speaks: someone who has not chosen
     # one yet is answered in it (YMUNO, HELO, SHWMAE start onboarding in Welsh).
     trigger_languages: dict[str, list[str]] = Field(default_factory=dict)
+    # An option in the main menu that starts this flow (a domain's entry point), added after
+    # the menu's own options when the flow is loaded; the menu itself never names domains.
+    menu: LocalText | None = None
+    # Words after a trigger word are kept in this flow variable ("INTERESTED 12" starts
+    # the flow with ``vars.<argument>`` = "12"); without it only the bare word triggers.
+    argument: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,63}$")
     start: str
     nodes: dict[str, Node]
 
-    _coerce = field_validator("title", "keyword", mode="before")(
+    _coerce = field_validator("title", "keyword", "menu", mode="before")(
         lambda cls, v: _local_text(v)
     )
+
+    @field_validator("menu")
+    @classmethod
+    def _menu_english(cls, value: LocalText | None) -> LocalText | None:
+        return None if value is None else _require_english(value)
 
     @field_validator("triggers")
     @classmethod

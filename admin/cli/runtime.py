@@ -18,6 +18,7 @@ from flows.broadcasts import Broadcaster
 from flows.catalogue import Catalogue
 from flows.needs.service import NeedsService
 from flows.polls.service import PollService
+from flows.tenders.service import TenderService
 
 T = TypeVar("T")
 
@@ -44,6 +45,9 @@ class AppServices(Protocol):
 
     @property
     def catalogue(self) -> Catalogue: ...
+
+    @property
+    def tenders(self) -> TenderService: ...
 
 
 class Runtime(Protocol):

@@ -200,6 +200,8 @@ async def test_scheduler_has_its_jobs(tg: TelegramBot) -> None:
         "purge_held_delivery_reports",
         "send_scheduled_broadcasts",
         "telegram_close_due_polls",
+        "tender_alerts",
+        "tender_fetch",
     ]
 
 
