@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     telegram_group_per_minute: int = Field(default=20, ge=1)  # sends to one group
     scheduler_interval_seconds: float = Field(default=30.0, gt=0)  # how often due jobs run
 
+    # Admin web app (/admin): a signed-in session ends after this long without a request.
+    admin_session_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:

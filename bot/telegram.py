@@ -100,6 +100,7 @@ class TelegramUpdates:
                 provider_id=str(update.update_id),
                 text=update.text,
                 raw=raw,
+                name=update.name or None,
             )
         )
         return "duplicate" if result.duplicate else "message"

@@ -4,6 +4,6 @@ that adds tables adds its module to this list."""
 
 from __future__ import annotations
 
-from storage import broadcasts, models, polls
+from storage import admin, broadcasts, models, polls
 
-TABLE_MODULES = (models, polls, broadcasts)
+TABLE_MODULES = (models, polls, broadcasts, admin)
