@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from bot import admin_web
 from bot.scheduler import build_scheduler
 from bot.services import Services
 from bot.web import simulator, telegram, twilio_sms
@@ -113,6 +114,7 @@ def build_app(services: Services) -> FastAPI:
         return RedirectResponse("/simulator")
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    admin_web.mount(app, services)  # /admin: the admin web app (admin/web)
     app.include_router(simulator.router(services))
     sms = services.channels.get("sms")
     if isinstance(sms, TwilioSmsChannel):

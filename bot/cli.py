@@ -20,6 +20,7 @@ import typer
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from admin import pb_cli
+from admin.cli import accounts as accounts_cli
 from admin.cli import broadcast as broadcast_cli
 from admin.cli import telegram as telegram_cli
 from admin.cli import wards as wards_cli
@@ -122,6 +123,7 @@ app.add_typer(wards_cli.build(_runtime), name="wards")
 app.add_typer(broadcast_cli.build(_runtime), name="broadcast")
 app.add_typer(pb_cli.app, name="pb")
 app.add_typer(telegram_app, name="telegram")
+app.add_typer(accounts_cli.build(_runtime), name="admin")
 telegram_cli.add_commands(telegram_app, _runtime)
 
 
@@ -159,6 +161,10 @@ def serve(
     base = f"http://{settings.host}:{settings.port}"
     typer.secho(f"civicbot is starting on {base}", fg=typer.colors.GREEN)
     typer.secho(f"  simulator: {base}/simulator   health: {base}/healthz", fg=typer.colors.GREEN)
+    typer.secho(
+        f"  admin: {base}/admin (no account yet? civicbot admin create-user EMAIL --role admin)",
+        fg=typer.colors.GREEN,
+    )
     uvicorn.run(build_app(build_services(settings)), host=settings.host, port=settings.port)
 
 

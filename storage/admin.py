@@ -121,7 +121,12 @@ Index("ix_inbound_contact_id_id", col(InboundMessage.contact_id), col(InboundMes
 Index("ix_contacts_created_at", col(Contact.created_at))
 Index("ix_contacts_consent_at", col(Contact.consent_at))
 Index("ix_contacts_opted_out_at", col(Contact.opted_out_at))
-Index("ix_contacts_ward_language", col(Contact.ward_code), col(Contact.language))
+Index(
+    "ix_contacts_ward_language",
+    col(Contact.ward_code),
+    col(Contact.language),
+    col(Contact.erased_at),
+)
 Index(
     "ix_identities_channel_contact", col(ChannelIdentity.channel), col(ChannelIdentity.contact_id)
 )
@@ -266,7 +271,8 @@ def wait_after(failures: int) -> timedelta | None:
     if failures < FREE_FAILURES:
         return None
     doubling = min(failures - FREE_FAILURES, 20)
-    return min(FIRST_WAIT * (2**doubling), LONGEST_WAIT)
+    wait: timedelta = FIRST_WAIT * (2**doubling)
+    return min(wait, LONGEST_WAIT)
 
 
 async def locked_until(

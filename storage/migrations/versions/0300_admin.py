@@ -29,7 +29,7 @@ INDEXES = (
     ("ix_contacts_created_at", "contacts", ["created_at"]),
     ("ix_contacts_consent_at", "contacts", ["consent_at"]),
     ("ix_contacts_opted_out_at", "contacts", ["opted_out_at"]),
-    ("ix_contacts_ward_language", "contacts", ["ward_code", "language"]),
+    ("ix_contacts_ward_language", "contacts", ["ward_code", "language", "erased_at"]),
     ("ix_identities_channel_contact", "channel_identities", ["channel", "contact_id"]),
     ("ix_audit_log_action_at", "audit_log", ["action", "at"]),
     ("ix_audit_log_actor_at", "audit_log", ["actor", "at"]),
