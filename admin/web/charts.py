@@ -51,15 +51,15 @@ def bar_chart(
         short = label if len(label) <= 26 else label[:25] + "…"
         parts.append(
             f'<text x="{label_w - 8}" y="{y + 19}" text-anchor="end" fill="{TEXT}" '
-            f'font-size="15" {FONT}>{escape(short)}</text>'
+            f'font-size="17" {FONT}>{escape(short)}</text>'
             f'<rect x="{label_w}" y="{y + 4}" width="{max(w, 1)}" height="{row_h - 10}" '
             f'fill="{BAR}"/>'
-            f'<text x="{label_w + w + 6}" y="{y + 19}" fill="{TEXT}" font-size="15" '
+            f'<text x="{label_w + w + 6}" y="{y + 19}" fill="{TEXT}" font-size="17" '
             f'{FONT}>{value:,}</text>'
         )
     if not rows:
         parts.append(
-            f'<text x="{pad}" y="{pad + 19}" fill="{TEXT}" font-size="15" {FONT}>'
+            f'<text x="{pad}" y="{pad + 19}" fill="{TEXT}" font-size="17" {FONT}>'
             "No data yet</text>"
         )
     description = "; ".join(f"{label}: {value:,}" for label, value in rows) or "no data"
@@ -82,7 +82,7 @@ def day_chart(
 ) -> Figure:
     """Columns, one per day, oldest on the left; the axis names the first, middle and last
     day and the highest count."""
-    width, height, left, bottom, top_pad = 640, 220, 48, 28, 12
+    width, height, left, bottom, top_pad = 640, 230, 56, 32, 14
     plot_w, plot_h = width - left - 8, height - bottom - top_pad
     top = max((v for _, v in days), default=0) or 1
     n = max(1, len(days))
@@ -91,9 +91,9 @@ def day_chart(
         f'<line x1="{left}" y1="{top_pad + plot_h}" x2="{width - 8}" y2="{top_pad + plot_h}" '
         f'stroke="{AXIS}" stroke-width="1"/>',
         f'<text x="{left - 6}" y="{top_pad + 10}" text-anchor="end" fill="{TEXT}" '
-        f'font-size="13" {FONT}>{top:,}</text>',
+        f'font-size="16" {FONT}>{top:,}</text>',
         f'<text x="{left - 6}" y="{top_pad + plot_h}" text-anchor="end" fill="{TEXT}" '
-        f'font-size="13" {FONT}>0</text>',
+        f'font-size="16" {FONT}>0</text>',
     ]
     for i, (_day, value) in enumerate(days):
         h = round(plot_h * value / top)
@@ -107,7 +107,7 @@ def day_chart(
         anchor = "start" if i == 0 else "end" if i == len(days) - 1 else "middle"
         parts.append(
             f'<text x="{x:.1f}" y="{height - 8}" text-anchor="{anchor}" fill="{TEXT}" '
-            f'font-size="13" {FONT}>{days[i][0]:%d %b}</text>'
+            f'font-size="16" {FONT}>{days[i][0]:%d %b}</text>'
         )
     total = sum(v for _, v in days)
     description = (
