@@ -275,9 +275,7 @@ def wait_after(failures: int) -> timedelta | None:
     return min(wait, LONGEST_WAIT)
 
 
-async def locked_until(
-    session: AsyncSession, *, keys: list[str], now: datetime
-) -> datetime | None:
+async def locked_until(session: AsyncSession, *, keys: list[str], now: datetime) -> datetime | None:
     """The latest time any of ``keys`` must wait until, if one is waiting now."""
     query = select(func.max(col(LoginThrottle.locked_until))).where(
         col(LoginThrottle.key).in_(keys), col(LoginThrottle.locked_until) > now

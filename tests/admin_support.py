@@ -91,8 +91,14 @@ async def counts(sessions: async_sessionmaker[AsyncSession]) -> dict[str, int]:
     result = {}
     async with sessions() as session:
         for model in (
-            AuditLog, Broadcast, OutboundMessage, TelegramGroup, TelegramPoll, Contact,
-            ChannelIdentity, store.AdminUser,
+            AuditLog,
+            Broadcast,
+            OutboundMessage,
+            TelegramGroup,
+            TelegramPoll,
+            Contact,
+            ChannelIdentity,
+            store.AdminUser,
         ):
             n = (await session.execute(select(func.count()).select_from(model))).scalar_one()
             result[model.__name__] = int(n)
@@ -109,8 +115,14 @@ async def counts(sessions: async_sessionmaker[AsyncSession]) -> dict[str, int]:
     return result
 
 
-async def join(client: httpx.AsyncClient, address: str, channel: str = "sms", *,
-               language: str = "1", postcode: str = "CF10 1EP") -> None:
+async def join(
+    client: httpx.AsyncClient,
+    address: str,
+    channel: str = "sms",
+    *,
+    language: str = "1",
+    postcode: str = "CF10 1EP",
+) -> None:
     """A simulated resident consents, picks a language and gives a postcode."""
     for text in ("HI", "1", language, postcode):
         response = await client.post(

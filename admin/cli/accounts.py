@@ -44,8 +44,9 @@ def build(rt: Runtime) -> typer.Typer:
     def create_user(
         email: str = typer.Argument(..., help="The person's email address (their sign-in)."),
         role: str = typer.Option(
-            ..., "--role", help="admin (manages accounts), facilitator (broadcasts, polls), "
-            "or viewer (reads)."
+            ...,
+            "--role",
+            help="admin (manages accounts), facilitator (broadcasts, polls), or viewer (reads).",
         ),
         password_stdin: bool = typer.Option(
             False, "--password-stdin", help="Read the password from standard input (one line)."
@@ -64,7 +65,10 @@ def build(rt: Runtime) -> typer.Typer:
             async with services.sessions() as session, session.begin():
                 try:
                     user = await store.create_user(
-                        session, email=address, password_hash=password_hash, role=Role(role),
+                        session,
+                        email=address,
+                        password_hash=password_hash,
+                        role=Role(role),
                         now=now,
                     )
                 except ValueError as exc:

@@ -50,9 +50,7 @@ class _SecurityHeaders(BaseHTTPMiddleware):
 
 def build(services: AdminServices, config: AdminConfig, renderer: Renderer) -> FastAPI:
     shell = Shell(services, config, renderer, AREAS)
-    app = FastAPI(
-        title="civicbot admin", docs_url=None, redoc_url=None, openapi_url=None
-    )
+    app = FastAPI(title="civicbot admin", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.shell = shell
     app.add_middleware(_SecurityHeaders)
 
@@ -79,8 +77,10 @@ def build(services: AdminServices, config: AdminConfig, renderer: Renderer) -> F
             "error.html",
             {
                 "title": _("That address is not right"),
-                "message": _("Part of the address or form was not what this page expects. "
-                             "Go back and try again."),
+                "message": _(
+                    "Part of the address or form was not what this page expects. "
+                    "Go back and try again."
+                ),
             },
             status=422,
             title=_("That address is not right"),

@@ -18,7 +18,7 @@ from markupsafe import Markup
 BAR = "#1d70b8"
 AXIS = "#505a5f"
 TEXT = "#0b0c0c"
-FONT = "font-family=\"Arial, Helvetica, sans-serif\""
+FONT = 'font-family="Arial, Helvetica, sans-serif"'
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,11 @@ def bar_chart(
             f'<rect x="{label_w}" y="{y + 4}" width="{max(w, 1)}" height="{row_h - 10}" '
             f'fill="{BAR}"/>'
             f'<text x="{label_w + w + 6}" y="{y + 19}" fill="{TEXT}" font-size="17" '
-            f'{FONT}>{value:,}</text>'
+            f"{FONT}>{value:,}</text>"
         )
     if not rows:
         parts.append(
-            f'<text x="{pad}" y="{pad + 19}" fill="{TEXT}" font-size="17" {FONT}>'
-            "No data yet</text>"
+            f'<text x="{pad}" y="{pad + 19}" fill="{TEXT}" font-size="17" {FONT}>No data yet</text>'
         )
     description = "; ".join(f"{label}: {value:,}" for label, value in rows) or "no data"
     return Figure(
@@ -118,8 +117,12 @@ def day_chart(
     )
     rows = tuple((f"{d:%a %d %b %Y}", v) for d, v in days)
     return Figure(
-        id, title, _svg(id, title, description, width, height, "".join(parts)), rows,
-        "Day", value_heading,
+        id,
+        title,
+        _svg(id, title, description, width, height, "".join(parts)),
+        rows,
+        "Day",
+        value_heading,
     )
 
 

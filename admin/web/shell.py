@@ -206,9 +206,7 @@ class Shell:
         csrf_token = staff.csrf_token if isinstance(staff, SignedIn) else ""
 
         def csrf_field() -> Markup:
-            return Markup('<input type="hidden" name="csrf_token" value="{}">').format(
-                csrf_token
-            )
+            return Markup('<input type="hidden" name="csrf_token" value="{}">').format(csrf_token)
 
         def url(path: str = "/", **query: Any) -> str:
             return str(self.url(request, path, **query))

@@ -86,15 +86,14 @@ def router(shell: Shell) -> APIRouter:
     ) -> HTMLResponse:
         base = request.scope.get("root_path", "")
         notice = {
-            "expired": _("Your session ended because it was not used for a while. Sign in "
-                         "again to carry on."),
+            "expired": _(
+                "Your session ended because it was not used for a while. Sign in again to carry on."
+            ),
             "out": _("You have signed out."),
         }.get(ended or "", "")
         async with shell.services.sessions() as session:
             first = await store.count_users(session) == 0
-        return page(
-            request, next_path=safe_next(base, next), notice=notice, first_account=first
-        )
+        return page(request, next_path=safe_next(base, next), notice=notice, first_account=first)
 
     @api.post("/login", response_class=HTMLResponse)
     async def login(request: Request) -> Response:
@@ -111,8 +110,10 @@ def router(shell: Shell) -> APIRouter:
             raise Refused(
                 403,
                 _("This form has expired"),
-                _("The sign-in page was out of date, so nothing was done. Go back, reload "
-                  "the page and sign in again."),
+                _(
+                    "The sign-in page was out of date, so nothing was done. Go back, reload "
+                    "the page and sign in again."
+                ),
             )
         email = store.normalise_email(values["email"])
         password = values["password"]
@@ -132,8 +133,9 @@ def router(shell: Shell) -> APIRouter:
             user = None if waiting else await store.user_by_email(session, email=email)
         if waiting is not None:
             minutes = max(1, -(-int((waiting - now).total_seconds()) // 60))
-            message = _("Too many failed sign-ins. Wait {minutes} minute(s), then try "
-                        "again.").format(minutes=minutes)
+            message = _(
+                "Too many failed sign-ins. Wait {minutes} minute(s), then try again."
+            ).format(minutes=minutes)
             return page(
                 request,
                 next_path=next_path,

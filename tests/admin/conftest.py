@@ -19,8 +19,11 @@ ADMIN, FACILITATOR, VIEWER = "admin@council.example", "fac@council.example", "vi
 
 @pytest.fixture
 async def accounts(any_services: Services, clock: FixedClock) -> Services:
-    for email, role in ((ADMIN, Role.ADMIN), (FACILITATOR, Role.FACILITATOR),
-                        (VIEWER, Role.VIEWER)):
+    for email, role in (
+        (ADMIN, Role.ADMIN),
+        (FACILITATOR, Role.FACILITATOR),
+        (VIEWER, Role.VIEWER),
+    ):
         await make_user(any_services.sessions, email, role, clock.now())
     return any_services
 

@@ -19,6 +19,7 @@ from starlette.routing import Mount
 from bot.app import build_app
 from bot.clock import FixedClock
 from bot.services import Services
+from storage.admin import Role
 from storage.models import AuditLog
 from tests.admin.conftest import ADMIN, FACILITATOR, VIEWER
 from tests.admin_support import PASSWORD, Admin, counts, make_user
@@ -155,8 +156,11 @@ async def test_an_admin_disables_an_account_and_it_is_signed_out(
         boss = Admin(http)
         await boss.login(ADMIN)
         page = (await http.get("/admin/users")).text
-        user_id = re.search(r'/admin/users/(\d+)/disable"[^<]*>\s*<input[^>]*>\s*<button[^>]*>'
-                            r"Disable view@", page)
+        user_id = re.search(
+            r'/admin/users/(\d+)/disable"[^<]*>\s*<input[^>]*>\s*<button[^>]*>'
+            r"Disable view@",
+            page,
+        )
         assert user_id, page
         response = await boss.post(f"/admin/users/{user_id.group(1)}/disable")
         assert response.status_code == 303
@@ -178,8 +182,7 @@ async def test_the_same_message_for_an_unknown_account_and_a_wrong_password(
 
     def body(page: str) -> str:
         main = page.split('<main id="main"', 1)[1]
-        main = re.sub(r'value="[^"]*"', "", main)  # the email typed, and the form token
-        return main
+        return re.sub(r'value="[^"]*"', "", main)  # the email typed, and the form token
 
     assert body(unknown.text) == body(wrong.text)
 
@@ -193,10 +196,14 @@ async def test_a_brute_force_of_100_tries_is_throttled(
     # Only the five tries before the wait were checked (and each is in the audit log).
     async with accounts.sessions() as session:
         checked = (
-            await session.execute(
-                select(AuditLog).where(AuditLog.action == "admin_sign_in_failed")
+            (
+                await session.execute(
+                    select(AuditLog).where(AuditLog.action == "admin_sign_in_failed")
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
     assert len(checked) == 5
     # While it waits, even the right password is refused, and says how long to wait.
     locked = await browser.login(ADMIN, PASSWORD)
@@ -213,8 +220,7 @@ async def test_one_address_trying_many_accounts_is_throttled(
     accounts: Services, browser: Admin, clock: FixedClock
 ) -> None:
     statuses = [
-        (await browser.login(f"person{i}@council.example", "guess")).status_code
-        for i in range(8)
+        (await browser.login(f"person{i}@council.example", "guess")).status_code for i in range(8)
     ]
     assert statuses == [400] * 5 + [429] * 3
     assert (await browser.login(VIEWER, PASSWORD)).status_code == 429  # from this address
@@ -245,7 +251,13 @@ async def test_an_ended_session_goes_to_sign_in_then_back(
 
 @pytest.mark.parametrize(
     "target",
-    ["https://evil.example/", "//evil.example/admin/", "/simulator", "/admin\\@evil", "javascript:x"],
+    [
+        "https://evil.example/",
+        "//evil.example/admin/",
+        "/simulator",
+        "/admin\\@evil",
+        "javascript:x",
+    ],
 )
 async def test_sign_in_never_sends_you_off_site(browser: Admin, target: str) -> None:
     response = await browser.login(ADMIN, next_path=target)
@@ -265,10 +277,11 @@ async def test_secure_cookies_when_the_public_url_is_https(
 ) -> None:
     from tests.conftest import make_settings, start_services
 
-    services = await start_services(make_settings(sqlite_url, public_url="https://a.example"), clock)
+    services = await start_services(
+        make_settings(sqlite_url, public_url="https://a.example"), clock
+    )
     try:
-        await make_user(services.sessions, ADMIN, __import__("storage.admin").admin.Role.ADMIN,
-                        clock.now())
+        await make_user(services.sessions, ADMIN, Role.ADMIN, clock.now())
         transport = httpx.ASGITransport(app=build_app(services))
         async with httpx.AsyncClient(transport=transport, base_url="https://a.example") as c:
             response = await Admin(c).login(ADMIN)
@@ -289,7 +302,9 @@ async def test_sign_out_ends_the_session(accounts: Services, browser: Admin) -> 
     assert (await browser.client.get("/admin/")).status_code == 303
 
 
-async def test_the_sign_in_form_needs_its_token(accounts: Services, http: httpx.AsyncClient) -> None:
+async def test_the_sign_in_form_needs_its_token(
+    accounts: Services, http: httpx.AsyncClient
+) -> None:
     before = await counts(accounts.sessions)
     response = await http.post(
         "/admin/login", data={"email": ADMIN, "password": PASSWORD, "csrf_token": "made-up"}

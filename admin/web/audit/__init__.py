@@ -53,9 +53,7 @@ def router(shell: Shell) -> APIRouter:
         if action:
             query = query.where(col(AuditLog.action) == action)
         if subject:
-            query = query.where(
-                func.lower(col(AuditLog.subject)).like(_like(subject), escape="\\")
-            )
+            query = query.where(func.lower(col(AuditLog.subject)).like(_like(subject), escape="\\"))
         if date_from:
             start = _day(date_from)
             if start is None:

@@ -76,9 +76,11 @@ def _text(value: Any) -> str:
     """Form text without control characters (newlines and tabs kept), ends trimmed."""
     if not isinstance(value, str):
         return ""
-    return "".join(ch for ch in value if ch in "\n\t" or ch.isprintable()).replace(
-        "\r\n", "\n"
-    ).strip()
+    return (
+        "".join(ch for ch in value if ch in "\n\t" or ch.isprintable())
+        .replace("\r\n", "\n")
+        .strip()
+    )
 
 
 def read_draft(form: FormData) -> Draft:

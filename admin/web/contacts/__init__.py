@@ -139,13 +139,15 @@ async def thread(
     if before_out is not None:
         outbound = outbound.where(col(OutboundMessage.id) < before_out)
     ins = (
-        await session.execute(inbound.order_by(col(InboundMessage.id).desc()).limit(THREAD + 1))
-    ).scalars().all()
+        (await session.execute(inbound.order_by(col(InboundMessage.id).desc()).limit(THREAD + 1)))
+        .scalars()
+        .all()
+    )
     outs = (
-        await session.execute(
-            outbound.order_by(col(OutboundMessage.id).desc()).limit(THREAD + 1)
-        )
-    ).scalars().all()
+        (await session.execute(outbound.order_by(col(OutboundMessage.id).desc()).limit(THREAD + 1)))
+        .scalars()
+        .all()
+    )
     merged: list[tuple[datetime, str, Any]] = [(m.received_at, "in", m) for m in ins] + [
         (m.created_at, "out", m) for m in outs
     ]
@@ -241,12 +243,16 @@ def router(shell: Shell) -> APIRouter:
                     title=_("Contact {id}").format(id=contact_id),
                 )
             identities = (
-                await session.execute(
-                    select(ChannelIdentity)
-                    .where(col(ChannelIdentity.contact_id) == contact_id)
-                    .order_by(col(ChannelIdentity.id))
+                (
+                    await session.execute(
+                        select(ChannelIdentity)
+                        .where(col(ChannelIdentity.contact_id) == contact_id)
+                        .order_by(col(ChannelIdentity.id))
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             ward = await session.get(Ward, found.ward_code) if found.ward_code else None
             lines, older = await thread(session, contact_id, before_in, before_out)
         return shell.render(

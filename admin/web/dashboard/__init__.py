@@ -56,11 +56,7 @@ async def per_day(
 ) -> list[tuple[date, int]]:
     """Rows with ``column`` since ``since`` counted per UK day, every day present."""
     hour = _hour(session, column)
-    query = (
-        select(hour, func.count())
-        .where(column >= since, *conditions)
-        .group_by(hour)
-    )
+    query = select(hour, func.count()).where(column >= since, *conditions).group_by(hour)
     counts: Counter[date] = Counter()
     for bucket, n in (await session.execute(query)).all():
         utc = datetime.strptime(str(bucket), "%Y-%m-%d %H").replace(tzinfo=UTC)
@@ -224,27 +220,42 @@ def router(shell: Shell) -> APIRouter:
             data = await dashboard_data(session, now)
         charts = {
             "channel": bar_chart(
-                "by-channel", _("Contacts by channel"), data["by_channel"],
-                label_heading=_("Channel"), value_heading=_("Contacts"),
+                "by-channel",
+                _("Contacts by channel"),
+                data["by_channel"],
+                label_heading=_("Channel"),
+                value_heading=_("Contacts"),
             ),
             "language": bar_chart(
-                "by-language", _("Contacts by language"), data["by_language"],
-                label_heading=_("Language"), value_heading=_("Contacts"),
+                "by-language",
+                _("Contacts by language"),
+                data["by_language"],
+                label_heading=_("Language"),
+                value_heading=_("Contacts"),
             ),
             "ward": bar_chart(
-                "by-ward", _("Contacts by ward"), data["by_ward"],
-                label_heading=_("Ward"), value_heading=_("Contacts"),
+                "by-ward",
+                _("Contacts by ward"),
+                data["by_ward"],
+                label_heading=_("Ward"),
+                value_heading=_("Contacts"),
             ),
             "joins": day_chart(
-                "joins", _("Joined per day (gave consent)"), data["joins"],
+                "joins",
+                _("Joined per day (gave consent)"),
+                data["joins"],
                 value_heading=_("Joined"),
             ),
             "opt_outs": day_chart(
-                "opt-outs", _("Opted out per day"), data["opt_outs"],
+                "opt-outs",
+                _("Opted out per day"),
+                data["opt_outs"],
                 value_heading=_("Opted out"),
             ),
             "received": day_chart(
-                "received", _("Messages received per day"), data["received"],
+                "received",
+                _("Messages received per day"),
+                data["received"],
                 value_heading=_("Received"),
             ),
             "sent": day_chart(

@@ -69,7 +69,10 @@ def router(shell: Shell) -> APIRouter:
             user.updated_at = now
             await store.end_sessions(session, user_id=user_id)
             await shell.audit(
-                session, staff, f"admin_user_{what}", f"admin_user:{user_id}",
+                session,
+                staff,
+                f"admin_user_{what}",
+                f"admin_user:{user_id}",
                 {"email": user.email, **detail},
             )
         return RedirectResponse(shell.url(request, "/users", done=what), status_code=303)
