@@ -79,10 +79,10 @@ class Admin:
     ) -> httpx.Response:
         """A form post with the session's CSRF token, as the page's form sends it."""
         token = await self.token()
-        if isinstance(data, list):
-            body: Any = [*data, ("csrf_token", token)]
-        else:
-            body = {**(data or {}), "csrf_token": token}
+        body: dict[str, list[str]] = {}
+        pairs = data if isinstance(data, list) else list((data or {}).items())
+        for name, value in [*pairs, ("csrf_token", token)]:
+            body.setdefault(name, []).append(value)
         return await self.client.post(path, data=body)
 
 

@@ -148,13 +148,16 @@ async def thread(
         .scalars()
         .all()
     )
-    merged: list[tuple[datetime, str, Any]] = [(m.received_at, "in", m) for m in ins] + [
-        (m.created_at, "out", m) for m in outs
-    ]
-    merged.sort(key=lambda item: (item[0], item[1] == "out", item[2].id), reverse=True)
+    # Newest first; at the same moment a reply comes after the message it answers
+    # (outbound rows name it), and other messages after both.
+    never = 2**63
+    merged: list[tuple[tuple[datetime, int, int, int], str, Any]] = [
+        ((m.received_at, m.id or 0, 0, m.id or 0), "in", m) for m in ins
+    ] + [((m.created_at, m.inbound_id or never, 1, m.id or 0), "out", m) for m in outs]
+    merged.sort(key=lambda item: item[0], reverse=True)
     shown = merged[:THREAD]
     lines = []
-    for at, direction, m in reversed(shown):
+    for (at, *_order), direction, m in reversed(shown):
         if direction == "in":
             text = m.text or ""
             if not text and isinstance(m.raw, dict) and m.raw.get("kind") == "callback_query":
