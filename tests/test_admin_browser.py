@@ -3,8 +3,8 @@
 
 Every page is opened in a browser context that blocks any request leaving 127.0.0.1 (and the
 tests assert there were none), with script errors collected. Screenshots of each page are
-saved under the pytest run's temporary folder, in ``admin-screenshots/`` (printed at the end
-of the run with ``-s``; never in the repository).
+saved in ``admin-screenshots/`` under ``$CIVICBOT_TEST_ARTIFACTS`` (``.ci/run`` sets it) or
+the pytest run's temporary folder; never in the repository.
 
 Skipped where Chromium is not installed; CI installs it and makes these tests required.
 """
@@ -115,10 +115,17 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="session")
 def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("admin-screenshots", numbered=False)
+    """Where screenshots go: ``$CIVICBOT_TEST_ARTIFACTS/admin-screenshots`` when that is set
+    (CI keeps it), else the pytest run's temporary folder. ``index.txt`` lists them."""
+    artifacts = os.environ.get("CIVICBOT_TEST_ARTIFACTS")
+    if artifacts:
+        folder = Path(artifacts) / "admin-screenshots"
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        folder = tmp_path_factory.mktemp("admin-screenshots", numbered=False)
     yield folder
     saved = sorted(p.name for p in folder.glob("*.png"))
-    print(f"\nadmin screenshots ({len(saved)}) in {folder}: {', '.join(saved)}")
+    (folder / "index.txt").write_text("\n".join(saved) + "\n")
 
 
 @dataclass
