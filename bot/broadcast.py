@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
@@ -177,6 +177,31 @@ class BroadcastService:
                 chosen[contact_id] = Recipient(contact_id, contacts[contact_id], channel, address)
         return [chosen[i] for i in sorted(chosen)]
 
+    async def _audience_counts(
+        self, session: AsyncSession, segment: Segment
+    ) -> dict[tuple[str, str], int]:
+        """How many contacts :meth:`_recipients` would give, per (channel, language): the
+        same choice (each contact on their newest identity on an allowed channel), counted
+        in one query instead of read out in batches."""
+        allowed = self._allowed_channels(segment)
+        if not allowed:
+            return {}
+        newest = (
+            select(func.max(col(ChannelIdentity.id)))
+            .where(col(ChannelIdentity.channel).in_(allowed))
+            .group_by(col(ChannelIdentity.contact_id))
+        )
+        query = (
+            select(col(ChannelIdentity.channel), col(Contact.language), func.count())
+            .join(Contact, col(Contact.id) == col(ChannelIdentity.contact_id))
+            .where(col(ChannelIdentity.id).in_(newest), *self._contact_filter(segment))
+            .group_by(col(ChannelIdentity.channel), col(Contact.language))
+        )
+        return {
+            (str(channel), str(language)): int(n)
+            for channel, language, n in (await session.execute(query)).all()
+        }
+
     async def _groups(self, session: AsyncSession, groups: Groups) -> list[str]:
         """The chat ids: the groups named, plus those in the wards (every assigned group
         when neither wards nor chat ids are given)."""
@@ -204,13 +229,7 @@ class BroadcastService:
         group_ids: list[str] = []
         async with self.sessions() as session:
             if spec.segment is not None:
-                after = 0
-                while batch := await self._recipients(
-                    session, spec.segment, after=after, limit=5 * BATCH
-                ):
-                    for r in batch:
-                        counts[(r.channel, r.language)] = counts.get((r.channel, r.language), 0) + 1
-                    after = batch[-1].contact_id
+                counts = await self._audience_counts(session, spec.segment)
             if spec.groups is not None:
                 group_ids = await self._groups(session, spec.groups)
         lines = []

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import Column, Index, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel, col
 
+from storage.broadcasts import BroadcastRecipient
 from storage.erasure import not_personal, table_of
 from storage.models import AuditLog, ChannelIdentity, Contact, InboundMessage, OutboundMessage
 from storage.types import UTCDateTime
@@ -89,6 +92,20 @@ class LoginThrottle(SQLModel, table=True):
     )
 
 
+class DailyCount(SQLModel, table=True):
+    """A finished UK day's count of one dashboard figure (``joined``, ``opted_out``,
+    ``received``, ``sent``), kept so the dashboard never recounts a month of messages. Counted
+    once, the first time a dashboard shows the day after it ended; anonymous totals (what
+    FORGET erases later stays counted, as the design keeps anonymous aggregates)."""
+
+    __tablename__ = "admin_daily_counts"
+
+    day: date = Field(primary_key=True)
+    metric: str = Field(primary_key=True, max_length=16)
+    count: int = Field(default=0)
+    counted_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
 not_personal(
     table_of(AdminUser),
     "staff accounts of the council or CSO (email, password hash, role), not residents; "
@@ -130,6 +147,13 @@ Index(
 Index(
     "ix_identities_channel_contact", col(ChannelIdentity.channel), col(ChannelIdentity.contact_id)
 )
+Index("ix_identities_address_channel", col(ChannelIdentity.address), col(ChannelIdentity.channel))
+Index(
+    "ix_broadcast_recipients_broadcast_outbound",
+    col(BroadcastRecipient.broadcast_id),
+    col(BroadcastRecipient.outbound_id),
+)
+Index("ix_outbound_id_status", col(OutboundMessage.id), col(OutboundMessage.status))
 Index("ix_audit_log_action_at", col(AuditLog.action), col(AuditLog.at))
 Index("ix_audit_log_actor_at", col(AuditLog.actor), col(AuditLog.at))
 
@@ -300,3 +324,33 @@ async def record_failure(session: AsyncSession, *, keys: list[str], now: datetim
 
 async def clear_failures(session: AsyncSession, *, key: str) -> None:
     await session.execute(delete(LoginThrottle).where(col(LoginThrottle.key) == key))
+
+
+# ---- dashboard day counts ---------------------------------------------------------------------
+
+
+async def daily_counts(
+    session: AsyncSession, *, first: date, last: date
+) -> dict[tuple[date, str], int]:
+    query = select(DailyCount).where(col(DailyCount.day) >= first, col(DailyCount.day) <= last)
+    return {(row.day, row.metric): row.count for row in (await session.execute(query)).scalars()}
+
+
+async def save_daily_counts(
+    session: AsyncSession, *, counts: dict[tuple[date, str], int], now: datetime
+) -> None:
+    """Keep finished days' counts (a day another request saved first is left as it is)."""
+    if not counts:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    await session.execute(
+        insert(DailyCount)
+        .values(
+            [
+                {"day": day, "metric": metric, "count": n, "counted_at": now}
+                for (day, metric), n in counts.items()
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["day", "metric"])
+    )

@@ -12,7 +12,7 @@ from typing import Any
 import phonenumbers
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -26,6 +26,7 @@ THREAD = 100
 QUERY_MAX = 100
 SMS_CHANNELS = CHANNEL_GROUPS["sms"]
 TELEGRAM_CHANNELS = CHANNEL_GROUPS["telegram"]
+ALL_CHANNELS = tuple(name for names in CHANNEL_GROUPS.values() for name in names)
 
 
 @dataclass(frozen=True)
@@ -72,26 +73,31 @@ def _like(text: str) -> str:
 
 
 async def search(session: AsyncSession, text: str, region: str) -> list[int]:
-    """Contact ids whose identity is this phone number, this address exactly, or whose
-    Telegram name contains ``text`` (newest first)."""
-    conditions = [col(ChannelIdentity.address) == text]
-    for e164 in phone_forms(text, region):
-        conditions.append(
-            (col(ChannelIdentity.address) == e164) & col(ChannelIdentity.channel).in_(SMS_CHANNELS)
-        )
-    if len(text) >= 2:
-        conditions.append(
-            col(ChannelIdentity.channel).in_(TELEGRAM_CHANNELS)
-            & (func.lower(col(ChannelIdentity.display_name)).like(_like(text), escape="\\"))
-        )
-    query = (
+    """Contact ids (newest first) whose identity is this phone number or this address
+    exactly (through the address index), or, for text that is not a phone number, whose
+    Telegram name contains it."""
+    phones = phone_forms(text, region)
+    exact = (
         select(col(ChannelIdentity.contact_id))
-        .where(or_(*conditions))
-        .group_by(col(ChannelIdentity.contact_id))
-        .order_by(col(ChannelIdentity.contact_id).desc())
+        .where(
+            col(ChannelIdentity.address).in_([text, *phones]),
+            col(ChannelIdentity.channel).in_(ALL_CHANNELS),
+        )
         .limit(PAGE)
     )
-    return [int(i) for i in (await session.execute(query)).scalars()]
+    found = {int(i) for i in (await session.execute(exact)).scalars()}
+    if len(text) >= 2 and not phones:
+        named = (
+            select(col(ChannelIdentity.contact_id))
+            .where(
+                col(ChannelIdentity.channel).in_(TELEGRAM_CHANNELS),
+                func.lower(col(ChannelIdentity.display_name)).like(_like(text), escape="\\"),
+            )
+            .order_by(col(ChannelIdentity.contact_id).desc())
+            .limit(PAGE)
+        )
+        found.update(int(i) for i in (await session.execute(named)).scalars())
+    return sorted(found, reverse=True)[:PAGE]
 
 
 async def rows_for(session: AsyncSession, ids: list[int]) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """The dashboard (``/admin/``): who has joined and from where, what goes out and whether it
 arrives. Counts per day are read per UTC hour through the time indexes and folded into UK
-days here (so BST days are right on SQLite and PostgreSQL alike)."""
+days here (so BST days are right on SQLite and PostgreSQL alike); a finished day is counted
+once and kept, so a view reads a month of a million messages without recounting it."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from admin.web.charts import bar_chart, day_chart
 from admin.web.i18n import _
 from admin.web.shell import LONDON, Area, Shell
+from storage import admin as store
 from storage.models import (
     ChannelIdentity,
     Contact,
@@ -40,6 +42,14 @@ CHANNEL_LABELS = {
 LANGUAGE_LABELS = {"en": "English", "cy": "Cymraeg (Welsh)"}
 
 
+METRICS: dict[str, Any] = {
+    "joined": col(Contact.consent_at),
+    "opted_out": col(Contact.opted_out_at),
+    "received": col(InboundMessage.received_at),
+    "sent": col(OutboundMessage.created_at),
+}
+
+
 def _hour(session: AsyncSession, column: Any) -> ColumnElement[Any]:
     """The UTC hour of a timestamp column, as text the same on both databases."""
     if session.get_bind().dialect.name == "postgresql":
@@ -47,78 +57,101 @@ def _hour(session: AsyncSession, column: Any) -> ColumnElement[Any]:
     return func.strftime("%Y-%m-%d %H", column)
 
 
-async def per_day(
-    session: AsyncSession,
-    column: Any,
-    *conditions: ColumnElement[bool],
-    since: datetime,
-    today: date,
-) -> list[tuple[date, int]]:
-    """Rows with ``column`` since ``since`` counted per UK day, every day present."""
+def day_start(day: date) -> datetime:
+    """When a UK day starts, in UTC (midnight GMT or BST)."""
+    return datetime(day.year, day.month, day.day, tzinfo=LONDON).astimezone(UTC)
+
+
+async def count_days(
+    session: AsyncSession, column: Any, start: datetime, end: datetime
+) -> Counter[date]:
+    """Rows with ``column`` in [start, end), per UK day: counted per UTC hour through the
+    column's index, then folded into UK days here (right across BST changes, on both
+    databases)."""
     hour = _hour(session, column)
-    query = select(hour, func.count()).where(column >= since, *conditions).group_by(hour)
+    query = select(hour, func.count()).where(column >= start, column < end).group_by(hour)
     counts: Counter[date] = Counter()
     for bucket, n in (await session.execute(query)).all():
         utc = datetime.strptime(str(bucket), "%Y-%m-%d %H").replace(tzinfo=UTC)
         counts[utc.astimezone(LONDON).date()] += int(n)
-    first = today - timedelta(days=DAYS - 1)
-    return [(first + timedelta(days=i), counts[first + timedelta(days=i)]) for i in range(DAYS)]
+    return counts
 
 
-def window(now: datetime) -> tuple[date, datetime]:
-    """Today in the UK, and the UTC start of the first day shown."""
+async def day_series(
+    sessions: async_sessionmaker[AsyncSession], now: datetime
+) -> dict[str, list[tuple[date, int]]]:
+    """The last ``DAYS`` UK days of each figure. Finished days are counted once and kept
+    (``admin_daily_counts``); only today is counted on every view."""
     today = now.astimezone(LONDON).date()
-    first = today - timedelta(days=DAYS - 1)
-    start = datetime(first.year, first.month, first.day, tzinfo=LONDON)
-    return today, start
+    days = [today - timedelta(days=DAYS - 1 - i) for i in range(DAYS)]
+    async with sessions() as session:
+        kept = await store.daily_counts(session, first=days[0], last=days[-2])
+    missing = sorted({d for d in days[:-1] for m in METRICS if (d, m) not in kept})
+    if missing:
+        fresh: dict[tuple[date, str], int] = {}
+        async with sessions() as session, session.begin():
+            for metric, column in METRICS.items():
+                counted = await count_days(session, column, day_start(missing[0]), day_start(today))
+                for day in missing:
+                    fresh[(day, metric)] = counted[day]
+            await store.save_daily_counts(session, counts=fresh, now=now)
+        kept.update(fresh)
+    async with sessions() as session:
+        for metric, column in METRICS.items():
+            n = (
+                await session.execute(select(func.count()).where(column >= day_start(today)))
+            ).scalar_one()
+            kept[(today, metric)] = int(n)
+    return {metric: [(d, kept.get((d, metric), 0)) for d in days] for metric in METRICS}
 
 
-async def dashboard_data(session: AsyncSession, now: datetime) -> dict[str, Any]:
-    today, since = window(now)
+async def dashboard_data(
+    sessions: async_sessionmaker[AsyncSession], now: datetime
+) -> dict[str, Any]:
+    series = await day_series(sessions, now)
+    async with sessions() as session:
+        data = await figures_now(session, now)
+    return {
+        **data,
+        "joins": series["joined"],
+        "opt_outs": series["opted_out"],
+        "received": series["received"],
+        "sent": series["sent"],
+    }
+
+
+async def figures_now(session: AsyncSession, now: datetime) -> dict[str, Any]:
+    pairs = select(col(ChannelIdentity.channel), col(ChannelIdentity.contact_id)).distinct()
+    pair = pairs.subquery()
     by_channel = (
         await session.execute(
-            select(
-                col(ChannelIdentity.channel),
-                func.count(func.distinct(col(ChannelIdentity.contact_id))),
-            )
-            .group_by(col(ChannelIdentity.channel))
-            .order_by(col(ChannelIdentity.channel))
+            select(pair.c.channel, func.count()).group_by(pair.c.channel).order_by(pair.c.channel)
         )
     ).all()
-    not_erased = col(Contact.erased_at).is_(None)
-    by_language = (
+    # One pass over the contacts gives every breakdown of them.
+    consented = col(Contact.consent_at).is_not(None)
+    opted_out = col(Contact.opted_out_at).is_not(None)
+    contact_rows = (
         await session.execute(
-            select(col(Contact.language), func.count())
-            .where(not_erased)
-            .group_by(col(Contact.language))
-            .order_by(col(Contact.language))
+            select(
+                col(Contact.ward_code), col(Contact.language), consented, opted_out, func.count()
+            )
+            .where(col(Contact.erased_at).is_(None))
+            .group_by(col(Contact.ward_code), col(Contact.language), consented, opted_out)
         )
     ).all()
-    ward_counts = dict(
-        (
-            await session.execute(
-                select(col(Contact.ward_code), func.count())
-                .where(not_erased)
-                .group_by(col(Contact.ward_code))
-            )
-        ).all()
-    )
+    ward_counts: Counter[str | None] = Counter()
+    language_counts: Counter[str] = Counter()
+    totals = {"contacts": 0, "consented": 0, "opted_out": 0}
+    for ward_code, language, has_consent, has_opted_out, n in contact_rows:
+        ward_counts[ward_code] += n
+        language_counts[str(language)] += n
+        totals["contacts"] += n
+        totals["consented"] += n if has_consent else 0
+        totals["opted_out"] += n if has_opted_out else 0
     wards = (await session.execute(select(Ward).order_by(col(Ward.name)))).scalars().all()
     by_ward = [(w.name, int(ward_counts.get(w.code, 0))) for w in wards]
     by_ward.append((_("No ward yet"), int(ward_counts.get(None, 0))))
-    totals_row = (
-        await session.execute(
-            select(
-                func.count(),
-                func.count(col(Contact.consent_at)),
-                func.count(col(Contact.opted_out_at)),
-            ).where(not_erased)
-        )
-    ).one()
-    joins = await per_day(session, col(Contact.consent_at), since=since, today=today)
-    opt_outs = await per_day(session, col(Contact.opted_out_at), since=since, today=today)
-    received = await per_day(session, col(InboundMessage.received_at), since=since, today=today)
-    sent = await per_day(session, col(OutboundMessage.created_at), since=since, today=today)
 
     outbox = (
         await session.execute(
@@ -160,18 +193,12 @@ async def dashboard_data(session: AsyncSession, now: datetime) -> dict[str, Any]
         )
     ).all()
     return {
-        "totals": {
-            "contacts": int(totals_row[0]),
-            "consented": int(totals_row[1]),
-            "opted_out": int(totals_row[2]),
-        },
+        "totals": totals,
         "by_channel": [(CHANNEL_LABELS.get(c, c), int(n)) for c, n in by_channel],
-        "by_language": [(LANGUAGE_LABELS.get(c, c), int(n)) for c, n in by_language],
+        "by_language": [
+            (LANGUAGE_LABELS.get(c, c), n) for c, n in sorted(language_counts.items())
+        ],
         "by_ward": by_ward,
-        "joins": joins,
-        "opt_outs": opt_outs,
-        "received": received,
-        "sent": sent,
         "queued": waiting.get(OutboxStatus.QUEUED, (0, None)),
         "sending": waiting.get(OutboxStatus.SENDING, (0, None)),
         "failed_recent": int(failed_recent),
@@ -216,8 +243,7 @@ def router(shell: Shell) -> APIRouter:
     @api.get("/", response_class=HTMLResponse)
     async def dashboard(request: Request) -> HTMLResponse:
         now = shell.now()
-        async with shell.services.sessions() as session:
-            data = await dashboard_data(session, now)
+        data = await dashboard_data(shell.services.sessions, now)
         charts = {
             "channel": bar_chart(
                 "by-channel",

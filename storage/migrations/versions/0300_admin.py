@@ -1,5 +1,6 @@
 """admin web app: staff accounts, sessions and the login throttle; Telegram names on
-identities; the indexes the admin pages read through; an append-only audit log
+identities; finished days' dashboard counts; the indexes the admin pages read through; an
+append-only audit log
 
 Revision ID: 0300
 Revises: 0006
@@ -31,6 +32,13 @@ INDEXES = (
     ("ix_contacts_opted_out_at", "contacts", ["opted_out_at"]),
     ("ix_contacts_ward_language", "contacts", ["ward_code", "language", "erased_at"]),
     ("ix_identities_channel_contact", "channel_identities", ["channel", "contact_id"]),
+    ("ix_identities_address_channel", "channel_identities", ["address", "channel"]),
+    (
+        "ix_broadcast_recipients_broadcast_outbound",
+        "broadcast_recipients",
+        ["broadcast_id", "outbound_id"],
+    ),
+    ("ix_outbound_id_status", "outbound_messages", ["id", "status"]),
     ("ix_audit_log_action_at", "audit_log", ["action", "at"]),
     ("ix_audit_log_actor_at", "audit_log", ["actor", "at"]),
 )
@@ -91,6 +99,14 @@ def upgrade() -> None:
         sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("key"),
     )
+    op.create_table(
+        "admin_daily_counts",
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("metric", sa.String(length=16), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.Column("counted_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("day", "metric"),
+    )
     with op.batch_alter_table("channel_identities", schema=None) as batch_op:
         batch_op.add_column(sa.Column("display_name", sa.String(length=128), nullable=True))
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
@@ -128,6 +144,7 @@ def downgrade() -> None:
         )
     with op.batch_alter_table("channel_identities", schema=None) as batch_op:
         batch_op.drop_column("display_name")
+    op.drop_table("admin_daily_counts")
     op.drop_table("admin_login_throttle")
     with op.batch_alter_table("admin_sessions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_admin_sessions_expires_at"))
