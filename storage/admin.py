@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import Column, Index, delete, func, select, update
+from sqlalchemy import Column, Index, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -320,6 +320,17 @@ async def record_failure(session: AsyncSession, *, keys: list[str], now: datetim
         wait = wait_after(row.failures)
         row.locked_until = None if wait is None else now + wait
     await session.flush()
+
+
+async def purge_failures(session: AsyncSession, *, now: datetime) -> int:
+    """Forget keys whose last failure is long past and that wait for nothing."""
+    result = await session.execute(
+        delete(LoginThrottle).where(
+            col(LoginThrottle.last_failure_at) < now - FORGIVEN_AFTER,
+            or_(col(LoginThrottle.locked_until).is_(None), col(LoginThrottle.locked_until) <= now),
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def clear_failures(session: AsyncSession, *, key: str) -> None:

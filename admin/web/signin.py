@@ -170,6 +170,9 @@ def router(shell: Shell) -> APIRouter:
             if old and len(old) <= 128:
                 await store.end_session(session, token=old)
             await store.clear_failures(session, key=keys[0])
+            # Housekeeping while here: sessions that ended and throttle keys long quiet.
+            await store.purge_sessions(session, now=now)
+            await store.purge_failures(session, now=now)
             await store.start_session(
                 session,
                 token=token,
