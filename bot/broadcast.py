@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 from sqlmodel import col
 
 from bot.clock import Clock
@@ -186,15 +187,25 @@ class BroadcastService:
         allowed = self._allowed_channels(segment)
         if not allowed:
             return {}
-        newest = (
-            select(func.max(col(ChannelIdentity.id)))
-            .where(col(ChannelIdentity.channel).in_(allowed))
-            .group_by(col(ChannelIdentity.contact_id))
+        newer = aliased(ChannelIdentity)
+        has_newer = (
+            select(col(newer.id))
+            .where(
+                col(newer.contact_id) == col(ChannelIdentity.contact_id),
+                col(newer.channel).in_(allowed),
+                col(newer.id) > col(ChannelIdentity.id),
+            )
+            .exists()
         )
         query = (
             select(col(ChannelIdentity.channel), col(Contact.language), func.count())
-            .join(Contact, col(Contact.id) == col(ChannelIdentity.contact_id))
-            .where(col(ChannelIdentity.id).in_(newest), *self._contact_filter(segment))
+            .select_from(Contact)
+            .join(
+                ChannelIdentity,
+                (col(ChannelIdentity.contact_id) == col(Contact.id))
+                & col(ChannelIdentity.channel).in_(allowed),
+            )
+            .where(*self._contact_filter(segment), ~has_newer)
             .group_by(col(ChannelIdentity.channel), col(Contact.language))
         )
         return {
