@@ -422,3 +422,23 @@ async def test_every_page_has_one_h1_labels_and_a_skip_link(
         assert 'href="#main"' in page and '<html lang="en">' in page, path
         for field in re.findall(r'<(?:input|select|textarea)[^>]*\bid="([^"]+)"', page):
             assert f'for="{field}"' in page, (path, field)
+
+
+async def test_a_big_broadcast_is_handed_to_the_scheduler(
+    accounts: Services, browser: Admin, clock: FixedClock
+) -> None:
+    """Over INLINE_MAX recipients, Send stores the broadcast for the scheduler (so the page
+    answers at once and a restart loses nothing); the scheduler's job then sends it."""
+    await join(browser.client, "+447700900211")
+    await browser.login(FACILITATOR)
+    key = form_key((await browser.client.get("/admin/broadcasts/new")).text)
+    draft = {"key": key, "text_en": "Big news", "when": "now", "recipients": "250000"}
+    response = await browser.post("/admin/broadcasts/send", draft)
+    assert response.status_code == 303
+    async with accounts.sessions() as session:
+        [row] = (await session.execute(select(Broadcast))).scalars().all()
+    assert row.status == "scheduled" and row.send_at == clock.now() + timedelta(seconds=1)
+    clock.advance(seconds=2)
+    assert await accounts.broadcasts.send_due() == 1  # what `civicbot serve` runs
+    page = visible((await browser.client.get(response.headers["location"])).text)
+    assert "Queued 1" in page

@@ -145,14 +145,10 @@ async def figures_now(session: AsyncSession, now: datetime) -> dict[str, Any]:
         language_counts[str(language)] += n
     # FORGET blanks consent and opt-out, so these count only people still here.
     consented = (
-        await session.execute(
-            select(func.count()).where(col(Contact.consent_at).is_not(None))
-        )
+        await session.execute(select(func.count()).where(col(Contact.consent_at).is_not(None)))
     ).scalar_one()
     opted_out = (
-        await session.execute(
-            select(func.count()).where(col(Contact.opted_out_at).is_not(None))
-        )
+        await session.execute(select(func.count()).where(col(Contact.opted_out_at).is_not(None)))
     ).scalar_one()
     totals = {
         "contacts": sum(language_counts.values()),
@@ -205,9 +201,7 @@ async def figures_now(session: AsyncSession, now: datetime) -> dict[str, Any]:
     return {
         "totals": totals,
         "by_channel": [(CHANNEL_LABELS.get(c, c), int(n)) for c, n in by_channel],
-        "by_language": [
-            (LANGUAGE_LABELS.get(c, c), n) for c, n in sorted(language_counts.items())
-        ],
+        "by_language": [(LANGUAGE_LABELS.get(c, c), n) for c, n in sorted(language_counts.items())],
         "by_ward": by_ward,
         "queued": waiting.get(OutboxStatus.QUEUED, (0, None)),
         "sending": waiting.get(OutboxStatus.SENDING, (0, None)),
