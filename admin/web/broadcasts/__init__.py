@@ -295,6 +295,9 @@ def router(shell: Shell) -> APIRouter:
             row = await session.get(Broadcast, broadcast_id)
             if row is None:
                 raise Refused(404, _("Page not found"), _("There is no such broadcast."))
+            ward_names = {
+                w.code: w.name for w in (await session.execute(select(Ward))).scalars()
+            }
             counts = await store.progress(session, broadcast_id=broadcast_id)
             groups = (
                 await session.execute(
@@ -315,6 +318,7 @@ def router(shell: Shell) -> APIRouter:
                 "groups": int(groups),
                 "just_sent": sent == "1",
                 "segment": (row.audience or {}).get("segment") or {},
+                "ward_names": ward_names,
             },
             title=_("Broadcast {id}").format(id=broadcast_id),
         )
