@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-admin clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "civicbot needs Python 3.11 or newer")'
@@ -24,6 +24,8 @@ run: $(VENV)/.installed-run
 	$(BIN)/civicbot db upgrade
 	$(BIN)/civicbot wards load --if-empty admin/data/demo_wards.csv
 	@echo "The civicbot command is $(BIN)/civicbot (or run: source $(BIN)/activate)"
+	@echo "Admin web app: http://127.0.0.1:8000/admin. Create the first admin account first:"
+	@echo "    $(BIN)/civicbot admin create-user you@example.org --role admin"
 	$(BIN)/civicbot serve
 
 lint: $(VENV)/.installed-test
@@ -35,6 +37,11 @@ test: lint
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/tally.py
+
+# The admin pages with 100,000 contacts and 1,000,000 messages on PostgreSQL (a throwaway
+# database on CIVICBOT_TEST_POSTGRES_URL's server); prints each page's time and the plans.
+bench-admin: $(VENV)/.installed-test
+	$(BIN)/python bench/admin.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build flows/pb/*.so

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from bot import admin_web
 from bot.scheduler import build_scheduler
 from bot.services import Services
 from bot.web import simulator, telegram, twilio_sms
@@ -135,6 +136,7 @@ def build_app(services: Services) -> FastAPI:
         app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
         limits = InboundLimiter(settings.simulator_per_minute, services.clock)
         app.include_router(simulator.router(services, limits))
+    admin_web.mount(app, services)  # /admin: the admin web app (admin/web)
     sms = services.channels.get("sms")
     if isinstance(sms, TwilioSmsChannel):
         senders = InboundLimiter(settings.inbound_per_minute, services.clock)

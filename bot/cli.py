@@ -20,6 +20,7 @@ import typer
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from admin import pb_cli
+from admin.cli import accounts as accounts_cli
 from admin.cli import broadcast as broadcast_cli
 from admin.cli import needs as needs_cli
 from admin.cli import telegram as telegram_cli
@@ -129,6 +130,7 @@ app.add_typer(needs_cli.build_census(_runtime), name="census")
 app.add_typer(pb_cli.app, name="pb")
 app.add_typer(tenders_cli.build(_runtime), name="tenders")
 app.add_typer(telegram_app, name="telegram")
+app.add_typer(accounts_cli.build(_runtime), name="admin")
 telegram_cli.add_commands(telegram_app, _runtime)
 
 
@@ -174,6 +176,11 @@ def serve(
             f"  health: {base}/healthz   (simulator off; CIVICBOT_SIMULATOR=on serves it)",
             fg=typer.colors.GREEN,
         )
+    typer.secho(
+        f"  admin: {base}/admin (no account yet? .venv/bin/civicbot admin create-user EMAIL "
+        "--role admin)",
+        fg=typer.colors.GREEN,
+    )
     uvicorn.run(build_app(build_services(settings)), host=settings.host, port=settings.port)
 
 

@@ -215,6 +215,8 @@ class Pipeline:
         )
         assert identity.id is not None and contact.id is not None
         await repo.link_inbound(session, inbound_id=inbound_id, contact_id=contact.id)
+        if message.name and identity.display_name != message.name:
+            identity.display_name = message.name  # staff find people by it (admin web)
         work = _Work(
             session, channel, message.address, contact, now, inbound_id, Priority.REPLY
         )

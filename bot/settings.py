@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     find_a_tender_api_base: str = "https://www.find-tender.service.gov.uk"
     tender_fetch_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60)
 
+    # Admin web app (/admin): a signed-in session ends after this long without a request.
+    admin_session_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:

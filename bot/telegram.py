@@ -101,6 +101,7 @@ class TelegramUpdates:
                 provider_id=str(update.update_id),
                 text=update.text,
                 raw=clean_json(raw),  # no NUL, and no reply chain 500 messages deep
+                name=update.name or None,
             )
         )
         return "duplicate" if result.duplicate else "message"

@@ -44,6 +44,7 @@ class InboundMessage:
     payload: str | None = None  # an answer in the engine's own form, ``flow:node:ids``
     raw: Mapping[str, Any] = field(default_factory=dict)
     tap: TapRef | None = None  # a tapped button, decoded by the channel
+    name: str | None = None  # the person's name, when the channel gives one (Telegram)
 
 
 class Channel(Protocol):

@@ -39,6 +39,7 @@ PERSONAL_COLUMNS = frozenset(
         "value",
         "demographics",
         "receipt",
+        "display_name",
     }
 )
 

@@ -65,6 +65,9 @@ class ChannelIdentity(SQLModel, table=True):
     address: str = Field(max_length=64)
     contact_id: int = Field(foreign_key="contacts.id", index=True)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    # The person's name as the channel gives it (Telegram: first and last name, @username),
+    # for staff looking someone up; gone with the identity on FORGET.
+    display_name: str | None = Field(default=None, max_length=128)
 
 
 class Conversation(SQLModel, table=True):
@@ -198,7 +201,7 @@ class AuditLog(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
-    actor: str = Field(max_length=64)
+    actor: str = Field(max_length=200)  # as broadcasts.actor: "admin:<email>", "cli:<user>"
     action: str = Field(max_length=64)
     subject: str | None = Field(default=None, max_length=200)
     detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))

@@ -53,9 +53,7 @@ def build(rt: Runtime) -> typer.Typer:
         text = {"en": text_en} | ({"cy": text_cy} if text_cy else {})
         spec = BroadcastSpec(
             text=text,
-            segment=Segment(
-                wards=tuple(ward), channels=tuple(channel), languages=tuple(language)
-            ),
+            segment=Segment(wards=tuple(ward), channels=tuple(channel), languages=tuple(language)),
             key=key,
             label=text_en[:80],
             actor=rt.actor(),
@@ -74,9 +72,7 @@ def build(rt: Runtime) -> typer.Typer:
 
         sent = rt.run(go)
         if not text_cy:
-            typer.secho(
-                "note: no --text-cy, so Welsh speakers get the English text", err=True
-            )
+            typer.secho("note: no --text-cy, so Welsh speakers get the English text", err=True)
         typer.secho(
             f"broadcast {sent.broadcast_id}: queued for {sent.queued} resident(s); "
             f"{sent.already} had it already. `civicbot serve` sends queued messages.",

@@ -33,6 +33,7 @@ class PrivateText:
     update_id: int
     chat_id: str
     text: str
+    name: str = ""  # "First Last (@username)", for staff looking the person up
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ async def parse_update(data: Any, me: Callable[[], Awaitable[BotIdentity]]) -> T
     if chat.type == ChatType.PRIVATE:
         if not raw_text:
             return Ignored(uid, "private message without text")
-        return PrivateText(uid, chat_id, text)
+        return PrivateText(uid, chat_id, text, _person_name(message))
     if chat.type in (ChatType.GROUP, ChatType.SUPERGROUP):
         group_id = _fits(chat_id, GROUP_ID_MAX, "chat id")
         title = _title(chat.title)
@@ -207,6 +208,22 @@ def _token(value: str, what: str) -> str:
 def _chat_id(chat: Any) -> str:
     """A chat's id as an address: an integer that fits the address columns."""
     return _fits(str(_int(getattr(chat, "id", None), "chat id")), ADDRESS_MAX, "chat id")
+
+
+NAME_MAX = 128
+
+
+def _person_name(message: Message) -> str:
+    """The sender's name as Telegram shows it: first and last name, and @username."""
+    user = message.from_user
+    if user is None:
+        return ""
+    parts = [_opt_str(user.first_name, "first_name"), _opt_str(user.last_name, "last_name")]
+    name = " ".join(clean_text(p).strip() for p in parts if p and clean_text(p).strip())
+    username = _opt_str(user.username, "username")
+    if username and clean_text(username).strip():
+        name = f"{name} (@{clean_text(username).strip()})" if name else f"@{username}"
+    return name[:NAME_MAX]
 
 
 def _title(value: Any) -> str:
