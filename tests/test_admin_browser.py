@@ -237,6 +237,7 @@ def test_walk_every_page(open_admin: Opener, screenshots: Path, server: Server, 
         expect(
             page.get_by_role("navigation", name="Menu").get_by_role("link", name=link)
         ).to_have_attribute("aria-current", "page")
+        page.wait_for_load_state("load")  # styles applied (a busy machine is slow to them)
         widths = page.evaluate(
             "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
         )
