@@ -78,6 +78,8 @@ async def test_taps_in_the_engines_own_form_still_work(client: httpx.AsyncClient
         ({"channel": "sms", "text": "hi"}, "address"),
         ({"channel": "sms", "address": "", "text": "hi"}, "address"),
         ({"channel": "sms", "address": "\x00\x01", "text": "hi"}, "address"),
+        ({"channel": "sms", "address": "\u200b", "text": "hi"}, "address"),
+        ({"channel": "sms", "address": "\u200e\u00a0\ufeff", "text": "hi"}, "address"),
         ({"channel": "sms", "address": "a" * 65, "text": "hi"}, "address"),
         ({"channel": "sms", "address": "a", "text": 5}, "text"),
         ({"channel": "sms", "address": "a", "text": "x" * 20_001}, "text"),

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -85,9 +86,15 @@ class SimulatorMessage(BaseModel):
     @classmethod
     def _clean_address(cls, value: str) -> str:
         value = clean_text(value).strip()
-        if not value:
+        if not any(_visible(c) for c in value):
             raise ValueError("address must contain visible characters")
         return value
+
+
+def _visible(char: str) -> bool:
+    """Not a control, format (a zero-width space, a direction mark) or separator character:
+    an address made only of those would look empty on the page and in the admin app."""
+    return unicodedata.category(char)[0] not in "CZ"
 
 
 REQUEST_BODY = {
