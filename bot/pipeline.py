@@ -88,6 +88,7 @@ class TapAnswer:
     notice: str | None = None
     redraw: Content | None = None
     closed: bool = False  # the tap was on a question that is no longer waiting
+    stale: bool = False  # the tap was on an out-of-date copy of the keyboard: nothing changed
 
 
 @dataclass(frozen=True)
@@ -427,7 +428,11 @@ class Pipeline:
             elif keyboard is not None and meaning is not None and isinstance(work.channel, Taps):
                 keyboard.content = work.channel.redraw(keyboard.content, meaning)
                 keyboard.updated_at = now
-                work.tap = TapAnswer(redraw=keyboard.content)
+                notice = None
+                if meaning.stale:
+                    language = str(keyboard.content.get("language") or contact.language)
+                    notice = self.engine.library.catalogue.text("tap_out_of_date", language)
+                work.tap = TapAnswer(notice=notice, redraw=keyboard.content, stale=meaning.stale)
         elif isinstance(event, ContactUpdated):
             _update_contact(contact, event.field, event.value, now)
         elif isinstance(event, AnswerRecorded):

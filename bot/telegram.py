@@ -125,6 +125,8 @@ class TelegramUpdates:
             return "answered", TapReply()
         if answer.closed:
             outcome = "closed"
+        elif answer.stale:
+            outcome = "stale"
         elif answer.redraw is not None:
             outcome = "toggled"
         elif answer.notice is not None:

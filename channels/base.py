@@ -75,12 +75,15 @@ class TapMeaning:
     ``payload`` is the engine's answer form (``flow:node:id1,id2``); ``check_only`` marks a
     tap that only changes the selection on screen (a toggle, a page turn), after which the
     keyboard is drawn again with ``selected`` ticked (option indexes, in the order tapped)
-    at ``page``."""
+    at ``page``. ``stale`` marks a tap on an out-of-date copy of the keyboard (a second
+    button tapped before the first tap's redraw arrived): it changes nothing, and the
+    keyboard is drawn again as it stands, with a notice saying so."""
 
     payload: str
     check_only: bool
     selected: tuple[int, ...] = ()
     page: int = 0
+    stale: bool = False
 
 
 @runtime_checkable

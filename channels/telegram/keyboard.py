@@ -6,7 +6,12 @@ with the sent message (found again by the provider id ``<chat id>:<message id>``
 
 - ``c:<i>``: single choice, option ``i`` (an index into ``content["options"]``);
 - ``t:<sel>:<page>``: a pick-several toggle; ``sel`` is the selection *after* the tap, so each
-  keyboard carries its own state and a tap is idempotent;
+  keyboard carries its own state and a tap is idempotent. The selection stored with the sent
+  message (``selected``, updated on every redraw) is the truth: a toggle whose ``sel`` is not
+  that selection with one option added or removed was tapped on an out-of-date copy of the
+  keyboard (two quick taps, the second before the first's redraw arrived). Applying it would
+  silently undo the first tap, so it changes nothing (``stale``); a page turn keeps the stored
+  selection, and Done on an out-of-date copy answers nothing;
 - ``p:<sel>:<page>``: turn to ``page``, keeping the selection (long lists show
   :data:`PAGE_SIZE` options a page, with Previous / Next);
 - ``d:<sel>``: Done with that selection.
@@ -156,8 +161,50 @@ def decode_tap(content: Content, data: str) -> TapMeaning | None:
         if parsed is None:
             return None
         page = parsed
+    current = _stored_selection(content, len(options))
+    if current is not None and selected != current:
+        if kind == "p" or (kind == "t" and _one_toggle_apart(current, selected, ordered)):
+            selected = current if kind == "p" else selected
+        else:
+            return _meaning(question, options, current, page, check_only=True, stale=True)
+    return _meaning(question, options, selected, page, check_only=kind != "d")
+
+
+def _meaning(
+    question: str,
+    options: list[Any],
+    selected: tuple[int, ...],
+    page: int,
+    *,
+    check_only: bool,
+    stale: bool = False,
+) -> TapMeaning:
     ids = ",".join(str(options[i]["id"]) for i in selected)
-    return TapMeaning(f"{question}:{ids}", check_only=kind != "d", selected=selected, page=page)
+    return TapMeaning(
+        f"{question}:{ids}", check_only=check_only, selected=selected, page=page, stale=stale
+    )
+
+
+def _stored_selection(content: Content, size: int) -> tuple[int, ...] | None:
+    """The selection the keyboard was last drawn with; None if the content has none we trust."""
+    stored = content.get("selected")
+    if not isinstance(stored, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i < size for i in stored
+    ):
+        return None
+    return tuple(stored)
+
+
+def _one_toggle_apart(current: tuple[int, ...], tapped: tuple[int, ...], ordered: bool) -> bool:
+    """Whether ``tapped`` is ``current`` with one option added (at the end, for a ranking) or
+    removed: a tap on the keyboard as it was last drawn."""
+    if len(tapped) == len(current) + 1:
+        return tapped[:-1] == current if ordered else set(current) < set(tapped)
+    if len(tapped) == len(current) - 1:
+        if not ordered:
+            return set(tapped) < set(current)
+        return any(current[:i] + current[i + 1 :] == tapped for i in range(len(current)))
+    return False
 
 
 def _index(text: str, size: int) -> int | None:

@@ -10,7 +10,7 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, Time
 from channels.base import TapMeaning
 from channels.errors import PermanentError, RecipientOptedOut, RetryableError
 from channels.telegram.client import ChatLimiter, TelegramChannel, map_error
-from channels.telegram.keyboard import PAGE_SIZE, decode_tap, keyboard
+from channels.telegram.keyboard import PAGE_SIZE, decode_tap, keyboard, with_keyboard
 from flows.events import Choice, MessageCreated
 from tests.support import CATALOGUE
 
@@ -19,6 +19,14 @@ def rows(content: dict[str, object], selected: tuple[int, ...] = (), page: int =
     list[tuple[str, str]]
 ]:
     return keyboard(content, selected, page, CATALOGUE)
+
+
+def redrawn(
+    content: dict[str, object], selected: tuple[int, ...], page: int = 0
+) -> dict[str, object]:
+    """The content as stored after a redraw with this selection (what a later tap is read
+    against)."""
+    return with_keyboard(content, selected, page, CATALOGUE)
 
 
 def test_errors_map_to_one_typed_set() -> None:
@@ -50,7 +58,7 @@ def test_callback_data_fits_64_bytes_whatever_the_ids() -> None:
     assert decode_tap(multi, toggle) == TapMeaning(
         f"{question}:{options[4].id}", check_only=True, selected=(4,), page=0
     )
-    assert decode_tap(multi, "d:5") == TapMeaning(
+    assert decode_tap(redrawn(multi, (0, 2)), "d:5") == TapMeaning(
         f"{question}:{options[0].id},{options[2].id}", check_only=False, selected=(0, 2)
     )
     assert decode_tap(multi, "t:" + "f" * 31 + ":0") is None  # bits beyond the options
@@ -73,6 +81,7 @@ def test_long_lists_page_and_keep_ticks_across_pages() -> None:
     assert first[-1][0][0] == "Done: 0 of 50,000"  # the budget total on every page
     ticked = decode_tap(content, first[1][0][1])  # tick Project 2 on page 1
     assert ticked is not None and ticked.selected == (1,)
+    content = redrawn(content, ticked.selected)
     turn = dict(rows(content, ticked.selected, 0)[-2])["Next »"]
     turned = decode_tap(content, turn)
     assert turned is not None and (turned.selected, turned.page) == ((1,), 1)
@@ -95,12 +104,68 @@ def test_ranked_selection_keeps_the_order_tapped() -> None:
     assert content["text"].endswith("most important first, then Done.")
     third = decode_tap(content, rows(content)[2][0][1])
     assert third is not None and third.selected == (2,)
+    content = redrawn(content, (2,))
     first = decode_tap(content, rows(content, (2,))[0][0][1])
     assert first is not None and first.selected == (2, 0)
     labels = [row[0][0] for row in rows(content, (2, 0))]
     assert labels[:3] == ["✅ 2. Parks", "⬜ Youth", "✅ 1. Care"]
+    content = redrawn(content, (2, 0))
     done = decode_tap(content, rows(content, (2, 0))[-1][0][1])
     assert done is not None and done.payload == "n:rank:care,parks"
+
+
+def test_a_tap_on_an_out_of_date_keyboard_changes_nothing() -> None:
+    """Two quick taps: the second button was drawn before the first tap's redraw arrived,
+    so its data carries the selection without the first tap. Applying it would silently
+    untick the first choice (a lost vote); it is refused as stale instead."""
+    channel = TelegramChannel(token="1:x", catalogue=CATALOGUE)
+    options = tuple(Choice(c, c.title()) for c in ("parks", "roads", "libraries", "youth"))
+    content = channel.render(
+        MessageCreated("Pick", choices=options, multi=True, max_choices=3, question="n:pick")
+    )
+    old = rows(content)  # the keyboard on the phone, nothing ticked
+    parks = decode_tap(content, old[0][0][1])
+    assert parks is not None and parks.selected == (0,) and not parks.stale
+    content = redrawn(content, parks.selected)  # stored after the first tap's redraw
+    roads = decode_tap(content, old[1][0][1])  # tapped on the old keyboard
+    assert roads == TapMeaning("n:pick:parks", check_only=True, selected=(0,), stale=True)
+    done = decode_tap(content, old[-1][0][1])  # Done on the old keyboard: not an answer
+    assert done is not None and done.stale and done.check_only and done.selected == (0,)
+    # the same tap again (a re-delivery) and taps on the fresh keyboard are as before
+    again = decode_tap(content, old[0][0][1])
+    assert again is not None and again.selected == (0,) and not again.stale
+    fresh = rows(content, (0,))
+    both = decode_tap(content, fresh[1][0][1])
+    assert both is not None and both.selected == (0, 1) and not both.stale
+    untick = decode_tap(content, fresh[0][0][1])
+    assert untick is not None and untick.selected == () and not untick.stale
+    # a page turn from an old keyboard keeps the stored ticks
+    long = channel.render(
+        MessageCreated(
+            "Pick", choices=tuple(Choice(str(k), f"P{k}") for k in range(20)), multi=True,
+            question="n:long",
+        )
+    )
+    turn = dict(rows(long)[-2])["Next »"]
+    turned = decode_tap(redrawn(long, (3, 5)), turn)
+    assert turned is not None and turned.selected == (3, 5) and turned.page == 1
+
+
+def test_a_ranking_tap_on_an_out_of_date_keyboard_changes_nothing() -> None:
+    channel = TelegramChannel(token="1:x", catalogue=CATALOGUE)
+    options = tuple(Choice(c, c.title()) for c in ("parks", "youth", "care", "roads"))
+    content = channel.render(
+        MessageCreated(
+            "Rank", choices=options, multi=True, max_choices=3, ordered=True, question="n:rank"
+        )
+    )
+    content = redrawn(content, (2, 0))
+    old = rows(content, (2,))  # drawn when only Care was ranked
+    youth = decode_tap(content, old[1][0][1])  # would rank (2, 1): drops Parks
+    assert youth is not None and youth.stale and youth.selected == (2, 0)
+    fresh = rows(content, (2, 0))
+    unrank_care = decode_tap(content, fresh[2][0][1])
+    assert unrank_care is not None and unrank_care.selected == (0,) and not unrank_care.stale
 
 
 async def test_chat_limiter_spaces_sends_per_chat_and_per_group() -> None:

@@ -140,6 +140,31 @@ async def test_multi_choice_toggles_with_a_budget(tg: TelegramBot) -> None:
     assert answer.value == ["lights", "garden"]
 
 
+async def test_a_second_quick_tap_on_the_old_keyboard_loses_no_tick(tg: TelegramBot) -> None:
+    """Tap Park, then Street on the keyboard as first shown (before the redraw arrived): the
+    second tap's data would untick Park, so it changes nothing and says so."""
+    await onboard(tg)
+    await tg.say("VOTE")
+    message_id, old = tg.latest_keyboard()
+    await tg.press("⬜ Park")
+    street = old[1][0]["callback_data"]
+    response = await tg.post(tg.tap(message_id, street))
+    assert response.status_code == 200 and response.json()["outcome"] == "stale"
+    assert tg.fake.sent("answerCallbackQuery")[-1]["text"].startswith(
+        "That tap was on an older copy of this list"
+    )
+    shown = labels(tg.latest_keyboard()[1])
+    assert shown[:2] == ["✅ Park benches (4,000)", "⬜ Street lights (5,000)"]
+    done_on_old = await tg.post(tg.tap(message_id, old[-1][0]["callback_data"]))
+    assert done_on_old.json()["outcome"] == "stale"  # Done with nothing ticked: not sent
+    await tg.press("⬜ Street")
+    await tg.press("Done")
+    await tg.dispatch()
+    async with tg.services.sessions() as s:
+        answer = (await s.execute(select(Answer).where(Answer.key == "projects"))).scalar_one()
+    assert answer.value == ["park", "lights"]
+
+
 async def test_done_with_nothing_ticked_is_refused(tg: TelegramBot) -> None:
     await onboard(tg)
     await tg.say("VOTE")
