@@ -382,15 +382,15 @@ def _ballot(data: dict[str, Any], count: int, problem: Any) -> dict[str, Any] | 
             bad = True
     out: dict[str, Any] = {"type": kind}
     if kind == "approval":
-        low, high = raw.get("min", 1), raw.get("max", count or 1)
+        low, high = raw.get("min", 1), raw.get("max", max(count, 1))
         if not (_whole(low) and low >= 1):
             problem("ballot: min is a whole number, at least 1", "ballot", "min")
             bad = True
         elif not (_whole(high) and high >= low):
             problem("ballot: max is a whole number, at least min", "ballot", "max")
             bad = True
-        elif count and high > count:
-            problem(f"ballot: max {high} is more than the {count} projects", "ballot", "max")
+        elif count and low > count:
+            problem(f"ballot: min {low} is more than the {count} projects", "ballot", "min")
             bad = True
         out.update(min=low, max=high)
     elif kind == "cumulative":
@@ -407,9 +407,6 @@ def _ballot(data: dict[str, Any], count: int, problem: Any) -> dict[str, Any] | 
         top = raw.get("top")
         if not (_whole(top) and top >= 1):
             problem("ballot: ranked needs top, a whole number, at least 1", "ballot", "top")
-            bad = True
-        elif count and top > count:
-            problem(f"ballot: top {top} is more than the {count} projects", "ballot", "top")
             bad = True
         out["top"] = top
     return None if bad else out
