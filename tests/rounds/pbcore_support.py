@@ -103,11 +103,17 @@ async def cast(
 
 
 async def bulk_to(services: Services, address: str) -> list[str]:
-    """The proactive (bulk) messages queued for ``address``, oldest first."""
+    """The proactive (bulk) messages queued for ``address``, oldest first (a long SMS's
+    later pages, sent on MORE, joined to its first)."""
     async with services.sessions() as session:
         query = (
             select(OutboundMessage)
             .where(OutboundMessage.priority == Priority.BULK, OutboundMessage.address == address)  # type: ignore[arg-type]
             .order_by(OutboundMessage.id)  # type: ignore[arg-type]
         )
-        return [str(r.content.get("text", "")) for r in (await session.execute(query)).scalars()]
+        rows = (await session.execute(query)).scalars()
+        return [
+            "\n".join([str(r.content.get("text", ""))]
+                      + [str(p["text"]) for p in r.content.get("more") or ()])
+            for r in rows
+        ]
