@@ -703,9 +703,8 @@ class RoundsService:
             query = select(col(PbBallot.contact_id), col(PbBallot.vote)).where(
                 col(PbBallot.round_id) == round_id, col(PbBallot.contact_id).is_not(None)
             )
-            backers = sorted(
-                int(cid or 0) for cid, vote in (await session.execute(query)).all() if project_id in vote
-            )
+            rows = (await session.execute(query)).all()
+            backers = sorted(int(cid or 0) for cid, vote in rows if project_id in vote)
         now = self.clock.now()
         texts = {
             lang: self.catalogue.text(

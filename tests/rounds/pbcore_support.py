@@ -113,7 +113,9 @@ async def bulk_to(services: Services, address: str) -> list[str]:
         )
         rows = (await session.execute(query)).scalars()
         return [
-            "\n".join([str(r.content.get("text", ""))]
-                      + [str(p["text"]) for p in r.content.get("more") or ()])
+            "\n".join(
+                [str(r.content.get("text", ""))]
+                + [str(p["text"]) for p in r.content.get("more") or ()]
+            )
             for r in rows
         ]

@@ -92,8 +92,11 @@ BALLOTS = {
     ],
 )
 async def test_results_equal_pb_tally_on_the_export(
-    bot: tuple[Services, httpx.AsyncClient], clock: FixedClock, tmp_path: Path,
-    kind: str, rule: str,
+    bot: tuple[Services, httpx.AsyncClient],
+    clock: FixedClock,
+    tmp_path: Path,
+    kind: str,
+    rule: str,
 ) -> None:
     services, _ = bot
     rounds = services.rounds
@@ -141,8 +144,17 @@ async def test_results_equal_pb_tally_on_the_export(
         kind, "approval"
     )
     assert meta["num_votes"] == "120" and meta["budget"] == str(BUDGET)
-    for key in ("description", "country", "unit", "instance", "num_projects", "rule",
-                "date_begin", "date_end", "currency"):
+    for key in (
+        "description",
+        "country",
+        "unit",
+        "instance",
+        "num_projects",
+        "rule",
+        "date_begin",
+        "date_end",
+        "currency",
+    ):
         assert meta[key], key
     assert set(election.vote_columns) == (
         {"voter_id", "vote", "points"} if kind == "cumulative" else {"voter_id", "vote"}
@@ -185,8 +197,11 @@ async def test_each_voter_is_told_the_result_and_why_their_projects_were_not_fun
 
     # a delivery update reaches those who backed the project (and nobody else)
     queued, backers = await rounds.project_update(
-        "riverside-2027", "2", text_en="The trees go in next week.", text_cy="Mae'r coed yn "
-        "cael eu plannu wythnos nesaf.", actor="test",
+        "riverside-2027",
+        "2",
+        text_en="The trees go in next week.",
+        text_cy="Mae'r coed yn cael eu plannu wythnos nesaf.",
+        actor="test",
     )
     assert backers == 1 and queued == 1
     assert (await bulk_to(services, "en"))[-1] == (
