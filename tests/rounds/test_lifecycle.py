@@ -19,10 +19,12 @@ from bot.services import Services, build_services
 from flows.needs.definition import DefinitionError
 from flows.rounds.service import LOCKED, RoundError
 from storage.db import upgrade
+from storage.groups import assign_group, record_group
 from storage.models import AuditLog
 from storage.pb_rounds import PbProposal, RoundStatus
 from tests.conftest import load_demo_wards, make_settings
 from tests.rounds.pbcore_support import bulk_to, cast, contact_of, resident, round_yaml
+from tests.telegram.conftest import TelegramBot, fake_api, tg  # noqa: F401, F811 (fixtures)
 
 OPEN = datetime(2026, 2, 1, 9, tzinfo=UTC)
 
@@ -251,3 +253,37 @@ async def _new_idea(services: Services, contact: int, clock: FixedClock) -> int:
         await session.flush()
         assert row.id is not None
         return row.id
+
+
+async def test_groups_in_scope_get_the_phase_announcements_and_the_result(
+    tg: TelegramBot,  # noqa: F811 (the fixture imported above)
+) -> None:
+    services, clock = tg.services, tg.clock
+    await load_demo_wards(services)
+    async with services.sessions() as session, session.begin():
+        for chat, ward in (("-1001", "DEMO-CATHAYS"), ("-1002", "DEMO-GABALFA")):
+            await record_group(
+                session,
+                chat_id=chat,
+                title=f"{ward} residents",
+                kind="supergroup",
+                active=True,
+                now=clock.now(),
+            )
+            await assign_group(session, chat_id=chat, ward_code=ward, now=clock.now())
+    ideas = 'proposals_open: "2026-01-05T09:00Z", proposals_close: "2026-01-20T09:00Z", '
+    await services.rounds.create(
+        round_yaml(wards="[DEMO-CATHAYS]", proposals=ideas, rule="greedy"), actor="test"
+    )
+    await services.rounds.run_due()
+    clock.current = OPEN
+    await services.rounds.run_due()
+    await cast(services, "riverside-2027", None, ["1", "2"], now=OPEN)
+    await services.rounds.close("riverside-2027", actor="test")
+    posts = await bulk_to(services, "-1001")
+    assert len(posts) == 3
+    ideas_post, invite, result = posts
+    assert "Reply IDEA" in ideas_post and "Atebwch SYNIAD" in ideas_post
+    assert "Reply VOTE" in invite and "Atebwch PLEIDLAIS" in invite
+    assert "funded 1 Benches, 2 Trees" in result and "ariannwyd 1 Meinciau, 2 Coed" in result
+    assert await bulk_to(services, "-1002") == []  # a group outside the round's wards
