@@ -358,7 +358,7 @@ class RoundsService:
             if now < row.voting_close:
                 row.voting_close = now
             row.updated_at = now
-            election = await self._election(session, row)
+            election = await self.election(session, row)
             row.results = await asyncio.to_thread(self._tally, row, election)
             await repo.audit(
                 session,
@@ -382,7 +382,7 @@ class RoundsService:
             raise RoundError(f"PB round {row.id}: the tally stopped: {exc}") from None
         return results_of(row.id, election, result, self.catalogue)
 
-    async def _election(
+    async def election(
         self, session: AsyncSession, row: PbRound, *, with_results: bool = False
     ) -> Election:
         projects = await self.projects(session, row.id)
@@ -477,7 +477,7 @@ class RoundsService:
                     f"PB round {round_id} has not closed: its ballots are not final, so it "
                     "can't be exported yet"
                 )
-            election = await self._election(session, row, with_results=True)
+            election = await self.election(session, row, with_results=True)
         return write_pabulib(election)
 
     async def import_file(
@@ -570,7 +570,7 @@ class RoundsService:
                     batch = []
             if batch:
                 await session.execute(insert(table), batch)
-            stored = await self._election(session, row)
+            stored = await self.election(session, row)
             row.results = await asyncio.to_thread(self._tally, row, stored)
             await repo.audit(
                 session,
