@@ -246,12 +246,20 @@ class RoundsService:
                 raise RoundError(f"{round_id} was imported from a Pabulib file; it can't change")
             if row.status == RoundStatus.CLOSED:
                 raise RoundError(f"PB round {round_id} has closed; it can't change")
-            d = await self._parse_for_update(session, text, row, now)
+            d = await self._parse(session, text)
             if d.id != round_id:
                 raise RoundError(f"the file is for round {d.id!r}, not {round_id!r}")
             locked = row.status != RoundStatus.DRAFT or now >= row.voting_open
             if not locked:
                 kept = {p.id: p.proposal_id for p in await self.projects(session, round_id)}
+                listed = {p.id for p in d.projects}
+                for pid, proposal in kept.items():
+                    if proposal is not None and pid not in listed:
+                        raise RoundError(
+                            f"project {pid} came from idea {proposal} (accepted) and is not in "
+                            f"the file: add it (`civicbot pb round show {round_id} --json` "
+                            "has it)"
+                        )
                 await session.execute(
                     delete(table_of(PbProject)).where(table_of(PbProject).c.round_id == round_id)
                 )
@@ -302,13 +310,6 @@ class RoundsService:
         if done != "updated" and reason:
             await self._announce_extension(stored, reason.strip(), actor=actor)
         return stored, done
-
-    async def _parse_for_update(
-        self, session: AsyncSession, text: str, row: PbRound, now: datetime
-    ) -> RoundDefinition:
-        wards = {w for w in (await session.execute(select(col(Ward.code)))).scalars()}
-        # a round already open keeps its voting_open in the past; only voting_close is checked
-        return parse_round(text, known_wards=wards, now=now)
 
     # ---- opening and closing -----------------------------------------------------------------
 

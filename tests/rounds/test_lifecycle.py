@@ -21,9 +21,9 @@ from flows.rounds.service import LOCKED, RoundError
 from storage.db import upgrade
 from storage.groups import assign_group, record_group
 from storage.models import AuditLog
-from storage.pb_rounds import PbProposal, RoundStatus
+from storage.pb_rounds import PbProject, PbProposal, RoundStatus
 from tests.conftest import load_demo_wards, make_settings
-from tests.rounds.pbcore_support import bulk_to, cast, contact_of, resident, round_yaml
+from tests.rounds.pbcore_support import PROJECTS, bulk_to, cast, contact_of, resident, round_yaml
 from tests.telegram.conftest import TelegramBot, fake_api, tg  # noqa: F401, F811 (fixtures)
 
 OPEN = datetime(2026, 2, 1, 9, tzinfo=UTC)
@@ -237,6 +237,16 @@ async def test_ideas_are_announced_listed_and_accepted_before_voting(
     # the accepted idea is on the ballot, last
     shown = await rounds.show("riverside-2027")
     assert [p["id"] for p in shown["projects"]] == ["1", "2", "3", "4", "5", "6"]
+    # updating the draft from a file without the idea's project is refused; with it, kept
+    with pytest.raises(RoundError, match="project 6 came from idea"):
+        await rounds.update("riverside-2027", round_yaml(proposals=ideas), actor="test")
+    with_idea = round_yaml(
+        proposals=ideas, projects=[*PROJECTS, ("6", "Skate park", "Parc sglefrio", 15000)]
+    )
+    await rounds.update("riverside-2027", with_idea, actor="test")
+    async with services.sessions() as session:
+        kept = await session.get(PbProject, ("riverside-2027", "6"))
+    assert kept is not None and kept.proposal_id == proposal.id
     clock.current = OPEN
     await rounds.run_due()
     [other] = [await _new_idea(services, contact, clock)]
