@@ -122,6 +122,8 @@ async def test_results_equal_pb_tally_on_the_export(
     )
     assert tallied.exit_code == 0, tallied.output
     expected: dict[str, Any] = json.loads(tallied.stdout)
+    checked = runner.invoke(cli, ["pb", "check", str(exported)])  # the limits META gives hold
+    assert checked.exit_code == 0 and "OK (0 warning(s))" in checked.stdout, checked.output
     for key in ("rule", "budget", "voters", "selected", "cost"):
         assert results[key] == expected[key], key
     assert results["round"] == "riverside-2027" and results["voters"] == 120
