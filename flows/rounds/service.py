@@ -590,7 +590,7 @@ class RoundsService:
                     batch = []
             if batch:
                 await session.execute(insert(table), batch)
-            stored = await self.election(session, row)
+            stored = await self.election(session, row, voters=False)
             row.results = await asyncio.to_thread(self._tally, row, stored)
             await repo.audit(
                 session,
