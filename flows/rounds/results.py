@@ -14,7 +14,7 @@ from fractions import Fraction
 from typing import Any
 
 from flows.catalogue import LANGUAGES, Catalogue
-from flows.pb.model import BallotGroup, Election, Project, VoteType, natural_key
+from flows.pb.model import BallotGroup, Election, Project, VoteType
 from flows.pb.pabulib import _cell
 from flows.pb.rules import TallyResult, selected_ids
 
@@ -217,7 +217,3 @@ def results_of(
         "cost": _number(result.cost),
         "projects": projects,
     }
-
-
-def funded_in_order(results: Mapping[str, Any]) -> list[str]:
-    return sorted(results["selected"], key=natural_key)

@@ -41,7 +41,7 @@ from flows.pb.rules import (
     parse_rule,
     tally,
 )
-from flows.rounds.definition import RoundDefinition, parse_round
+from flows.rounds.definition import MAX_AMOUNT, PROJECT_ID, Project, RoundDefinition, parse_round
 from flows.rounds.results import (
     StoredBallot,
     StoredProject,
@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 LOCKED = "voting has opened; the rules are locked"
 CHUNK = 5000  # contacts per results broadcast (a list of ids in one query)
 IMPORT_BATCH = 5000
+MAX_REASON = 200  # a later close's reason, sent to residents
 
 
 class RoundError(Exception):
@@ -291,6 +292,8 @@ class RoundsService:
                     )
                 if not reason or not reason.strip():
                     raise RoundError("moving voting_close needs --reason (it is announced)")
+                if len(reason.strip()) > MAX_REASON:
+                    raise RoundError(f"--reason: at most {MAX_REASON} characters (it is sent)")
                 before = row.voting_close
                 row.voting_close = d.voting_close
                 row.updated_at = now
@@ -631,8 +634,6 @@ class RoundsService:
     ) -> PbProject:
         """Turn a resident's idea into a project on the ballot (before voting opens) and
         tell the resident, through the broadcast path."""
-        from flows.rounds.definition import MAX_AMOUNT, PROJECT_ID
-
         now = self.clock.now()
         if not PROJECT_ID.fullmatch(project_id):
             raise RoundError("--id: 1-32 letters, digits, '.', '-' or '_'")
@@ -1002,7 +1003,7 @@ def _apply(row: PbRound, d: RoundDefinition, now: datetime) -> None:
     row.updated_at = now
 
 
-def _project(round_id: str, position: int, p: Any) -> PbProject:
+def _project(round_id: str, position: int, p: Project) -> PbProject:
     return PbProject(
         round_id=round_id,
         id=p.id,
