@@ -5,6 +5,7 @@ transaction; each announcement reaches residents in scope once, in their languag
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -297,3 +298,29 @@ async def test_groups_in_scope_get_the_phase_announcements_and_the_result(
     assert "Reply VOTE" in invite and "Atebwch PLEIDLAIS" in invite
     assert "funded 1 Benches, 2 Trees" in result and "ariannwyd 1 Meinciau, 2 Coed" in result
     assert await bulk_to(services, "-1002") == []  # a group outside the round's wards
+
+
+async def test_concurrent_closes_close_once(
+    bot: tuple[Services, httpx.AsyncClient], clock: FixedClock
+) -> None:
+    services, _ = bot
+    await services.rounds.create(round_yaml(), actor="test")
+    clock.current = OPEN
+    await services.rounds.run_due()
+    for vote in (["1", "2"], ["2", "3"], ["5"]):
+        await cast(services, "riverside-2027", None, vote, now=OPEN)
+    clock.current = datetime(2026, 2, 28, 21, tzinfo=UTC)
+
+    async def close() -> str:
+        try:
+            await services.rounds.close("riverside-2027", actor="facilitator")
+        except RoundError as exc:
+            return str(exc)
+        return "closed"
+
+    outcomes = await asyncio.gather(close(), close(), services.rounds.run_due())
+    closes = [o for o in outcomes[:2] if o == "closed"] + ([1] if outcomes[2] == (0, 1) else [])
+    assert len(closes) == 1, outcomes
+    assert (await audit_actions(services)).count("pb_round_closed") == 1
+    results = await services.rounds.results("riverside-2027")
+    assert results["voters"] == 3
