@@ -533,6 +533,9 @@ class RoundsService:
         for p in election.projects:
             if len(p.id) > 64:
                 raise RoundError(f"{source}: project id {p.id[:20]!r}... is over 64 characters")
+        long_voter = next((v for g in election.groups for v in g.voters if len(v) > 64), None)
+        if long_voter is not None:
+            raise RoundError(f"{source}: voter id {long_voter[:20]!r}... is over 64 characters")
         meta = dict(election.meta)
         row = PbRound(
             id=ident,
@@ -578,7 +581,7 @@ class RoundsService:
                         title={"en": (p.name or p.id)[:200], "cy": (p.name or p.id)[:200]},
                         summary={},
                         cost=int(p.cost),
-                        category=(p.fields.get("category") or None),
+                        category=(p.fields.get("category") or "")[:200] or None,
                         extra=dict(p.fields),
                     )
                 )
