@@ -318,13 +318,13 @@ class RoundsService:
     # ---- opening and closing -----------------------------------------------------------------
 
     async def open(self, round_id: str, *, actor: str) -> PbRound:
-        """Open voting now (a facilitator), or at voting_open (the scheduler)."""
+        """Open voting now (a facilitator; the scheduler opens rounds in :meth:`run_due`)."""
         now = self.clock.now()
         async with self.sessions() as session, session.begin():
             row = await self._get(session, round_id, lock=True)
             if row.status != RoundStatus.DRAFT:
                 raise RoundError(f"PB round {round_id} is {row.status}: voting has opened already")
-            if actor != "scheduler" and now >= row.voting_close:
+            if now >= row.voting_close:
                 raise RoundError(
                     f"voting_close ({london(row.voting_close)}) has passed: update the round "
                     "with a later voting_close first"

@@ -324,3 +324,17 @@ async def test_concurrent_closes_close_once(
     assert (await audit_actions(services)).count("pb_round_closed") == 1
     results = await services.rounds.results("riverside-2027")
     assert results["voters"] == 3
+
+
+async def test_a_round_the_scheduler_missed_is_opened_and_closed_on_its_next_run(
+    bot: tuple[Services, httpx.AsyncClient], clock: FixedClock
+) -> None:
+    services, _ = bot
+    await services.rounds.create(round_yaml(), actor="test")
+    clock.current = datetime(2026, 3, 1, tzinfo=UTC)  # after voting_close: nobody opened it
+    with pytest.raises(RoundError, match="has passed: update the round"):
+        await services.rounds.open("riverside-2027", actor="facilitator")
+    assert await services.rounds.run_due() == (1, 1)
+    row = await services.rounds.get("riverside-2027")
+    assert row.status == RoundStatus.CLOSED and row.results is not None
+    assert row.announced == ["results"]  # no invitation to a vote that has closed
