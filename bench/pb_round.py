@@ -14,6 +14,11 @@ Sections (``--section all`` runs every one; each prints its own figures):
   that is the broadcast path's own cost). The tally alone is timed beside it, on the same
   election, to show what the database part costs.
 
+- ``messages``: the same with ``--voters`` of the ballots cast by residents (simulated SMS
+  contacts, written straight into the tables, a third of them Welsh speakers): the close, then
+  the result messages queued through the broadcast path (each voter told what was funded and
+  why their projects were not), timed apart; with how many broadcasts that took.
+
 (Another section, the ballots cast per second through the full pipeline, is added by the
 voting conversation's work; add it to ``SECTIONS``.)
 
@@ -51,6 +56,7 @@ from bot.settings import Settings  # noqa: E402
 from flows.pb.rules import kernel_available, parse_rule, tally  # noqa: E402
 from storage.db import create_engine, upgrade  # noqa: E402
 from storage.erasure import table_of  # noqa: E402
+from storage.models import ChannelIdentity, Contact, Ward  # noqa: E402
 from storage.pb_rounds import PbBallot, PbRound, RoundStatus  # noqa: E402
 
 SERVER = os.environ.get(
@@ -97,9 +103,11 @@ def ballots(n: int, projects: int, rng: random.Random) -> list[list[str]]:
     return out
 
 
-async def seeded(url: str, ident: str, n: int, projects: int, rule: str, seed: int) -> Services:
+async def seeded(
+    url: str, ident: str, n: int, projects: int, rule: str, seed: int, voters: int = 0
+) -> Services:
     """Services on ``url`` with an open round holding ``n`` ballots."""
-    settings = Settings(_env_file=None, database_url=url, run_dispatcher=False)
+    settings = Settings(_env_file=None, database_url=url, run_dispatcher=False, simulator="on")
     clock = FixedClock(OPEN)
     services = build_services(settings, clock=clock)
     await upgrade(services.db)
@@ -115,7 +123,7 @@ async def seeded(url: str, ident: str, n: int, projects: int, rule: str, seed: i
             .values(status=RoundStatus.VOTING, opened_at=OPEN)
         )
     table = table_of(PbBallot)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "round_id": ident,
             "contact_id": None,
@@ -131,10 +139,47 @@ async def seeded(url: str, ident: str, n: int, projects: int, rule: str, seed: i
         }
         for vote in ballots(n, projects, rng)
     ]
+    if voters:
+        contacts = await residents(services, voters, seed)
+        for row, contact in zip(rows, contacts, strict=False):
+            row["contact_id"] = contact
     for i in range(0, len(rows), BATCH):
         async with services.sessions() as session, session.begin():
             await session.execute(insert(table), rows[i : i + BATCH])
     return services
+
+
+async def residents(services: Services, n: int, seed: int) -> list[int]:
+    """``n`` consented SMS residents of one ward, a third Welsh speakers; their ids."""
+    async with services.sessions() as session, session.begin():
+        if await session.get(Ward, "BENCH-WARD") is None:
+            session.add(Ward(code="BENCH-WARD", name="Bench ward"))
+    ids: list[int] = []
+    for start in range(0, n, BATCH):
+        async with services.sessions() as session, session.begin():
+            batch = [
+                Contact(
+                    language="cy" if (start + k) % 3 == 0 else "en",
+                    ward_code="BENCH-WARD",
+                    created_at=OPEN,
+                    consent_at=OPEN,
+                )
+                for k in range(min(BATCH, n - start))
+            ]
+            session.add_all(batch)
+            await session.flush()
+            for k, contact in enumerate(batch):
+                assert contact.id is not None
+                ids.append(contact.id)
+                session.add(
+                    ChannelIdentity(
+                        channel="sim-sms",
+                        address=f"+4477{seed:02d}{start + k:07d}",
+                        contact_id=contact.id,
+                        created_at=OPEN,
+                    )
+                )
+    return ids
 
 
 async def close_once(
@@ -181,8 +226,53 @@ async def section_close(args: argparse.Namespace, databases: list[tuple[str, str
         )
 
 
+async def section_messages(args: argparse.Namespace, databases: list[tuple[str, str]]) -> None:
+    print(
+        f"result messages: {args.ballots:,} ballots of which {args.voters:,} cast by residents "
+        f"(SMS simulator), {args.projects} projects, rule {args.rule}"
+    )
+    for name, url in databases:
+        ident = "bench-messages"
+        services = await seeded(
+            url, ident, args.ballots, args.projects, args.rule, seed=99, voters=args.voters
+        )
+        try:
+            sends: list[float] = []
+            original = services.rounds.announce
+
+            async def timed(
+                *, actor: str = "scheduler", original: Any = original, sends: Any = sends
+            ) -> int:
+                started = time.perf_counter()
+                try:
+                    return int(await original(actor=actor))
+                finally:
+                    sends.append(time.perf_counter() - started)
+
+            services.rounds.announce = timed  # type: ignore[method-assign]
+            started = time.perf_counter()
+            await services.rounds.close(ident, actor="bench")
+            total = time.perf_counter() - started
+            async with services.sessions() as session:
+                queued = (
+                    await session.execute(
+                        text("SELECT count(*) FROM outbound_messages WHERE priority > 0")
+                    )
+                ).scalar_one()
+                broadcasts = (
+                    await session.execute(text("SELECT count(*) FROM broadcasts"))
+                ).scalar_one()
+            print(
+                f"  {name:<11} close + messages {total:6.2f} s, of which messages "
+                f"{sum(sends):.2f} s: {queued:,} messages queued in {broadcasts:,} broadcasts"
+            )
+        finally:
+            await services.close()
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace, list[tuple[str, str]]], Awaitable[None]]] = {
     "close": section_close,
+    "messages": section_messages,
 }
 
 
@@ -225,5 +315,6 @@ if __name__ == "__main__":
     parser.add_argument("--projects", type=int, default=30)
     parser.add_argument("--rule", default="mes-add1")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--voters", type=int, default=10_000, help="messages: residents")
     parser.add_argument("--no-postgres", dest="postgres", action="store_false")
     asyncio.run(main(parser.parse_args()))

@@ -137,12 +137,17 @@ def build_round(rt: Runtime) -> typer.Typer:
     @app.command("close")
     def close(round_id: str = typer.Argument(..., metavar="ID")) -> None:
         """Close voting now: ballots are frozen, tallied and the results sent."""
-        row = rt.run(lambda services: services.rounds.close(round_id, actor=rt.actor()))
+        row = rt.run(
+            lambda services: services.rounds.close(round_id, actor=rt.actor(), announce=False)
+        )
         results = row.results or {}
         typer.echo(
             f"PB round {row.id} closed: {results.get('voters', 0)} voter(s); funded "
             f"{', '.join(results.get('selected', [])) or 'nothing'}"
         )
+        typer.echo("sending each voter the result (if this stops, the scheduler finishes it)")
+        rt.run(lambda services: services.rounds.announce(actor=rt.actor()))
+        typer.echo("result messages queued")
 
     @app.command("results")
     def results(

@@ -348,9 +348,11 @@ class RoundsService:
             row.voting_open = now
         row.updated_at = now
 
-    async def close(self, round_id: str, *, actor: str) -> PbRound:
+    async def close(self, round_id: str, *, actor: str, announce: bool = True) -> PbRound:
         """Freeze the ballots and tally them, in one transaction: the round is ``closed``
-        with its results stored, or (the tally failed) nothing changed."""
+        with its results stored, or (the tally failed) nothing changed. Then (unless
+        ``announce`` is False: the caller sends them with :meth:`announce`) the results are
+        sent; an interrupted send is finished by the scheduler's next run."""
         now = self.clock.now()
         async with self.sessions() as session, session.begin():
             row = await self._get(session, round_id, lock=True)
@@ -377,7 +379,8 @@ class RoundsService:
                 },
                 now=now,
             )
-        await self.announce(actor=actor)
+        if announce:
+            await self.announce(actor=actor)
         return await self.get(round_id)
 
     def _tally(self, row: PbRound, election: Election) -> dict[str, Any]:

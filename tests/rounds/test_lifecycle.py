@@ -338,3 +338,20 @@ async def test_a_round_the_scheduler_missed_is_opened_and_closed_on_its_next_run
     row = await services.rounds.get("riverside-2027")
     assert row.status == RoundStatus.CLOSED and row.results is not None
     assert row.announced == ["results"]  # no invitation to a vote that has closed
+
+
+async def test_results_not_sent_at_close_are_sent_by_the_next_scheduler_run(
+    bot: tuple[Services, httpx.AsyncClient], clock: FixedClock
+) -> None:
+    services, client = bot
+    await resident(client, "voter", "DEMO-CATHAYS")
+    await services.rounds.create(round_yaml(), actor="test")
+    clock.current = OPEN
+    await services.rounds.run_due()
+    await cast(services, "riverside-2027", await contact_of(services, "voter"), ["1"], now=OPEN)
+    # as if the close's process stopped after committing, before sending anything
+    await services.rounds.close("riverside-2027", actor="test", announce=False)
+    assert not any(t.startswith("Results") for t in await bulk_to(services, "voter"))
+    assert await services.rounds.run_due() == (0, 0)
+    assert [t for t in await bulk_to(services, "voter") if t.startswith("Results")]
+    assert await services.rounds.announce() == 0
