@@ -165,7 +165,7 @@ def build_round(rt: Runtime) -> typer.Typer:
             f"{data['budget']:,}"
         )
         for p in data["projects"]:
-            mark = "funded" if p["selected"] else f"not funded: {p['reason']['en']}"
+            mark = "funded" if p["selected"] else f"not funded: {p['reason']}"
             typer.echo(f"  {p['id']:<10}{p['cost']:>12,}{p['votes']:>8} votes  {mark}")
 
     @app.command("export")

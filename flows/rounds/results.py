@@ -190,8 +190,10 @@ def results_of(
     round_id: str, election: Election, result: TallyResult, catalogue: Catalogue
 ) -> dict[str, Any]:
     """The results JSON: `{"round", "rule", "budget", "voters", "selected", "cost",
-    "projects": [{"id", "cost", "votes", "selected", "reason"}]}`, projects in ballot order,
-    each reason as `{"en": ..., "cy": ...}` (why it was funded or not, from the rule)."""
+    "projects": [{"id", "cost", "votes", "selected", "reason"}]}`, projects in ballot order.
+    ``reason`` is why it was funded or not, from the rule, in English; each project also has
+    ``reason_code`` (``funded``, or the code `pb tally --explain` gives) and ``reasons``
+    (``{"en": ..., "cy": ...}``, what residents are told)."""
     votes = election.votes()
     chosen = set(result.selected)
     why = {u.project: u.reason for u in result.unfunded}
@@ -205,7 +207,9 @@ def results_of(
                 "cost": _number(p.cost),
                 "votes": votes[j],
                 "selected": j in chosen,
-                "reason": {lang: catalogue.text(key, lang) for lang in LANGUAGES},
+                "reason": catalogue.text(key, "en"),
+                "reason_code": code,
+                "reasons": {lang: catalogue.text(key, lang) for lang in LANGUAGES},
             }
         )
     return {

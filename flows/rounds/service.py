@@ -936,7 +936,7 @@ class RoundsService:
                             "pb_round_result_unfunded",
                             lang,
                             project=name(pid, lang),
-                            reason=info[pid]["reason"].get(lang, info[pid]["reason"]["en"]),
+                            reason=info[pid]["reasons"].get(lang, info[pid]["reason"]),
                         )
                     )
                 texts[lang] = "\n".join(lines)
