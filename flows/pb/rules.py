@@ -880,11 +880,24 @@ class _FloatMes:
         self.prep = prep
         self.ptr = np.zeros(m + 1, dtype=np.int64)
         np.cumsum(prep.nsup_i, out=self.ptr[1:])
-        self.idx = np.ascontiguousarray(prep.flat_sup, dtype=np.int64)
+        # The kernel's time goes on reading supporters' budgets from memory, in the order of
+        # each project's list. Numbered in file order, a project's supporters are scattered
+        # over all groups, and each read fetches memory for one group; numbered so that
+        # groups backing the same popular projects are neighbours, a project's supporters
+        # lie in a few runs and each fetch serves several (twice as fast on Warsaw 2026).
+        # Which number a group has changes no decision of the kernel (its sums are bounded
+        # in any order).
+        perm = _locality_order(prep)
+        number = np.empty(len(perm), dtype=np.int64)
+        number[perm] = np.arange(len(perm), dtype=np.int64)
+        project_of = np.repeat(np.arange(m, dtype=np.int64), prep.nsup_i)
+        G = max(len(perm), 1)
+        within = np.sort(project_of * G + number[prep.flat_sup])  # ascending in each project
+        self.idx = np.ascontiguousarray(within - project_of * G, dtype=np.int64)
         rank = np.empty(m, dtype=np.int64)
         rank[sorted(range(m), key=key)] = np.arange(m)
         self.rank = rank
-        self.w = prep.weights.astype(np.float64)
+        self.w = prep.weights[perm].astype(np.float64)
         self.clo = np.array([_float_below(c) for c in prep.costs], dtype=np.float64)
         self.chi = np.array([_float_above(c) for c in prep.costs], dtype=np.float64)
         self.wtot = np.array([max(w, 1) for w in prep.wtot], dtype=np.float64)
@@ -910,6 +923,20 @@ class _FloatMes:
             return None
         funded: list[int] = self.sel[:n].tolist()
         return self.free + funded
+
+
+def _locality_order(prep: _Prepared) -> IntArray:
+    """The groups in the order the kernel should number them: by which of the 63 most
+    supported projects they back, the most supported first (a bit mask of them, sorted)."""
+    G = len(prep.weights)
+    by_support = np.argsort(-prep.nsup_i, kind="stable")
+    bit = np.zeros(prep.m, dtype=np.uint64)
+    top = by_support[:63]
+    bit[top] = np.left_shift(np.uint64(1), np.arange(62, 62 - len(top), -1, dtype=np.uint64))
+    project_of = np.repeat(np.arange(prep.m, dtype=np.int64), prep.nsup_i)
+    mask = np.zeros(G, dtype=np.uint64)
+    np.bitwise_or.at(mask, prep.flat_sup, bit[project_of])
+    return np.argsort(~mask, kind="stable").astype(np.int64)
 
 
 def _float_below(v: Fraction) -> float:
