@@ -419,6 +419,7 @@ class _Prepared:
         self.fund_free = fund_free
         self.kernel = kernel  # False: the exact engine decides everything
         flat = flat if flat is not None else election.flat()
+        self.flat = flat
         self.votes = votes if votes is not None else votes_of(election, flat)
         m = len(election.projects)
         self.m = m
@@ -431,7 +432,7 @@ class _Prepared:
             lens = flat.lens
             flat_p = flat.projects
             flat_g = np.repeat(np.arange(len(lens), dtype=np.int64), lens)
-            order = np.argsort(flat_p, kind="stable")  # stable: groups stay ascending
+            order = _by_project(flat_p, m)  # stable: groups stay ascending
             bounds = np.searchsorted(flat_p[order], np.arange(m + 1))
             gs = flat_g[order]
             self.sup: list[IntArray] = [gs[bounds[j] : bounds[j + 1]] for j in range(m)]
@@ -949,12 +950,16 @@ class _FloatMes:
         # Which number a group has changes no decision of the kernel (its sums are bounded
         # in any order).
         perm = _locality_order(prep)
-        number = np.empty(len(perm), dtype=np.int64)
-        number[perm] = np.arange(len(perm), dtype=np.int64)
-        project_of = np.repeat(np.arange(m, dtype=np.int64), prep.nsup_i)
-        G = max(len(perm), 1)
-        within = np.sort(project_of * G + number[prep.flat_sup])  # ascending in each project
-        self.idx = np.ascontiguousarray(within - project_of * G, dtype=np.int64)
+        # every ballot entry, groups in their new order; then by project, stably: each
+        # project's supporters, numbered anew, ascending (approval: the entries are exactly
+        # the supporters)
+        lens = prep.flat.lens
+        starts = np.cumsum(lens) - lens
+        new_lens = lens[perm]
+        entries = np.repeat(starts[perm] - (np.cumsum(new_lens) - new_lens), new_lens)
+        entries += np.arange(len(entries), dtype=np.int64)
+        by_project = _by_project(prep.flat.projects[entries], m)
+        self.idx = np.repeat(np.arange(len(perm), dtype=np.int64), new_lens)[by_project]
         rank = np.empty(m, dtype=np.int64)
         rank[sorted(range(m), key=key)] = np.arange(m)
         self.rank = rank
@@ -994,10 +999,20 @@ def _locality_order(prep: _Prepared) -> IntArray:
     bit = np.zeros(prep.m, dtype=np.uint64)
     top = by_support[:63]
     bit[top] = np.left_shift(np.uint64(1), np.arange(62, 62 - len(top), -1, dtype=np.uint64))
-    project_of = np.repeat(np.arange(prep.m, dtype=np.int64), prep.nsup_i)
+    lens = prep.flat.lens
     mask = np.zeros(G, dtype=np.uint64)
-    np.bitwise_or.at(mask, prep.flat_sup, bit[project_of])
+    named = np.flatnonzero(lens)  # reduceat needs non-empty ballots
+    if len(named):
+        starts = np.cumsum(lens) - lens
+        mask[named] = np.bitwise_or.reduceat(bit[prep.flat.projects], starts[named])
     return np.argsort(~mask, kind="stable").astype(np.int64)
+
+
+def _by_project(projects: IntArray, m: int) -> IntArray:
+    """The stable order of ballot entries by project (numpy sorts 16-bit keys by radix,
+    ten times faster than 64-bit ones)."""
+    keys = projects.astype(np.int16) if m < 2**15 else projects
+    return np.argsort(keys, kind="stable").astype(np.int64)
 
 
 def _float_below(v: Fraction) -> float:
