@@ -857,6 +857,11 @@ def _wsum(weights: Sequence[int], values: Sequence[Fraction]) -> Fraction:
     return Fraction(*terms[0])
 
 
+def _ascending(parts: list[IntArray]) -> IntArray:
+    """The groups of several ascending runs, ascending (one run is already)."""
+    return parts[0] if len(parts) == 1 else np.sort(np.concatenate(parts))
+
+
 def _mes_result(
     election: Election,
     prep: _Prepared,
@@ -894,8 +899,7 @@ def _mes_result(
             amounts, key=lambda a: (a[0] / a[1], paid_of[a]), reverse=True
         )
         payments = tuple(
-            Payment(paid_of[a], tuple(np.sort(np.concatenate(amounts[a])).tolist()))
-            for a in by_amount
+            Payment(paid_of[a], tuple(_ascending(amounts[a]).tolist())) for a in by_amount
         )
         funded.append(Funded(p, step, votes[p], payments, r.t / prep.scale[p]))
     chosen = set(run.selected)
