@@ -94,22 +94,31 @@ typedef struct {
     double wpos;     /* supporters with money left (exact integer) */
 } Price;
 
+/* A group's budget interval and weight side by side: pricing reads all three of a supporter
+ * at once, and one cache line brings them. (Reading the supporters' budgets from memory is
+ * most of a run's time: the caller numbers the groups so that a project's supporters lie
+ * close together; the numbering only changes the order of the sums, which the bounds above
+ * allow.) */
+typedef struct {
+    double lo, hi, w;
+} Group;
+
 typedef struct {
     const int64_t *ptr, *idx, *rank;
-    const double *w, *clo, *chi, *wtot;
-    double *lo, *hi;
+    const double *clo, *chi, *wtot;
+    Group *grp;
 } Inst;
 
 /* The proof of a bracket qa < q <= qb (see the header): sums of w min(hi, qa) and of
  * w min(lo, qb); kept apart from the rest so that its sums stay in registers. */
-static void bracket_sums(const int64_t *s, Py_ssize_t n, const double *w, const double *lo,
-                         const double *hi, double qa, double qb, double *fhi_out, double *flo_out)
+static void bracket_sums(const int64_t *s, Py_ssize_t n, const Group *grp, double qa, double qb,
+                         double *fhi_out, double *flo_out)
 {
     double fhi = 0.0, flo = 0.0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        const int64_t g = s[i];
-        fhi += w[g] * (hi[g] < qa ? hi[g] : qa);
-        flo += w[g] * (lo[g] < qb ? lo[g] : qb);
+        const Group *g = &grp[s[i]];
+        fhi += g->w * (g->hi < qa ? g->hi : qa);
+        flo += g->w * (g->lo < qb ? g->lo : qb);
     }
     *fhi_out = fhi;
     *flo_out = flo;
@@ -117,20 +126,54 @@ static void bracket_sums(const int64_t *s, Py_ssize_t n, const double *w, const 
 
 /* Supporters with money left (hi > 0), and whether each of them surely pays the full price
  * (lo >= qb): then rho is exactly 1 / wpos. Needed only for the winner's round. */
-static void exact_tie(const int64_t *s, Py_ssize_t n, const double *w, const double *lo,
-                      const double *hi, double qb, int *exact_out, double *wpos_out)
+static void exact_tie(const int64_t *s, Py_ssize_t n, const Group *grp, double qb,
+                      int *exact_out, double *wpos_out)
 {
     double wpos = 0.0;
     int exact = 1;
     for (Py_ssize_t i = 0; i < n; i++) {
-        const int64_t g = s[i];
-        if (hi[g] > 0.0) {
-            wpos += w[g];
-            exact &= lo[g] >= qb;
+        const Group *g = &grp[s[i]];
+        if (g->hi > 0.0) {
+            wpos += g->w;
+            exact &= g->lo >= qb;
         }
     }
     *exact_out = exact;
     *wpos_out = wpos;
+}
+
+/* One water-filling pass at q over hi (estimates only; see `price`): the weight and budgets
+ * (hi and lo) of the supporters with hi < q, the smallest hi >= q, and with `first` the sums
+ * of all budgets. Branch-free: whether a supporter is below q follows no pattern. */
+typedef struct {
+    double wc, bch, bcl, next, slo, shi;
+} Sums;
+
+static inline void wf_pass(const int64_t *s, Py_ssize_t n, const Group *grp, double q, int first,
+                           Sums *out)
+{
+    double wc = 0.0, bch = 0.0, bcl = 0.0, next = INFINITY, slo = 0.0, shi = 0.0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const Group *g = &grp[s[i]];
+        const double wg = g->w, h = g->hi, l = g->lo;
+        if (first) {
+            slo += wg * l;
+            shi += wg * h;
+        }
+        const int below = h < q;
+        const double wb = below ? wg : 0.0;
+        const double above = below ? INFINITY : h;
+        wc += wb;
+        bch += wb * h;
+        bcl += wb * l;
+        next = above < next ? above : next;
+    }
+    out->wc = wc;
+    out->bch = bch;
+    out->bcl = bcl;
+    out->next = next;
+    out->slo = slo;
+    out->shi = shi;
 }
 
 /* Price project p: a proven bracket for q and rho. `q0` is a lower estimate of q to start
@@ -139,67 +182,44 @@ static int price(const Inst *in, int64_t p, double q0, Price *out)
 {
     const int64_t *s = in->idx + in->ptr[p];
     const Py_ssize_t n = (Py_ssize_t)(in->ptr[p + 1] - in->ptr[p]);
-    const double *w = in->w, *lo = in->lo, *hi = in->hi;
+    const Group *grp = in->grp;
     const double clo = in->clo[p], chi = in->chi[p], W = in->wtot[p];
     const double e = sum_err(n);
     if (!(q0 > 0.0 && q0 < INFINITY))
         return AMBIGUOUS;
     /* Estimates of q(hi) (with cost clo) and q(lo) (with cost chi), where q(b) solves
-     * sum w min(b, q) = c, by water-filling both at once from q0: in exact arithmetic, from
-     * any q0 at or below the root (c / W is, and so is the caller's lower bound), the iterates
+     * sum w min(b, q) = c, by water-filling on hi from q0: in exact arithmetic, from any q0
+     * at or below the root (c / W is, and so is the caller's lower bound), the iterates
      * q' = (c - sum over b < q of w b) / (W - sum over b < q of w) increase to it, the capped
      * set growing each time; and once no budget lies in [q, q') the capped set is final and
      * q' is the root, so a good start needs one pass. (A q0 above the root is kept as it is.)
-     * The first pass also sums the budgets, for affordability. Only estimates: the bracket
-     * below is what is proven. */
+     * q(lo) is estimated with the capped set of hi (lo and hi are close, so the sets rarely
+     * differ). The first pass also sums the budgets, for affordability. Only estimates: the
+     * bracket below is what is proven. */
     double qh = q0, ql = q0, rest = W;
-    int done_h = 0, done_l = 0;
-    for (int it = 0; !(done_h && done_l); it++) {
+    for (int it = 0;; it++) {
         if (it == 200)
             return AMBIGUOUS;
-        double wch = 0.0, bch = 0.0, wcl = 0.0, bcl = 0.0, slo = 0.0, shi = 0.0;
-        double next_h = INFINITY, next_l = INFINITY;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            const int64_t g = s[i];
-            const double wg = w[g], h = hi[g], l = lo[g];
-            slo += wg * l;
-            shi += wg * h;
-            if (h < qh) {
-                wch += wg;
-                bch += wg * h;
-            } else if (h < next_h) {
-                next_h = h;
-            }
-            if (l < ql) {
-                wcl += wg;
-                bcl += wg * l;
-            } else if (l < next_l) {
-                next_l = l;
-            }
-        }
+        Sums f;
         if (it == 0) {
-            if (up(shi * (1.0 + e)) < clo)
+            wf_pass(s, n, grp, qh, 1, &f);
+            if (up(f.shi * (1.0 + e)) < clo)
                 return UNAFFORDABLE; /* for good: budgets only fall */
-            if (down(slo * (1.0 - e)) < chi)
+            if (down(f.slo * (1.0 - e)) < chi)
                 return AMBIGUOUS;
+        } else {
+            wf_pass(s, n, grp, qh, 0, &f);
         }
-        if (!done_h) {
-            rest = W - wch;
-            if (rest <= 0.0)
-                return AMBIGUOUS;
-            const double qn = (clo - bch) / rest;
-            done_h = !(qn > qh) || qn <= next_h;
-            if (qn > qh)
-                qh = qn;
-        }
-        if (!done_l) {
-            const double r = W - wcl;
-            if (r <= 0.0)
-                return AMBIGUOUS;
-            const double qn = (chi - bcl) / r;
-            done_l = !(qn > ql) || qn <= next_l;
-            if (qn > ql)
-                ql = qn;
+        rest = W - f.wc;
+        if (rest <= 0.0)
+            return AMBIGUOUS;
+        const double qn = (clo - f.bch) / rest;
+        const int done = !(qn > qh) || qn <= f.next;
+        if (qn > qh)
+            qh = qn;
+        if (done) {
+            ql = fmax(qh, (chi - f.bcl) / rest);
+            break;
         }
     }
     /* The bracket [q(hi)(1 - eta), q(lo)(1 + eta)] widens until it is proven. Widening by
@@ -213,7 +233,7 @@ static int price(const Inst *in, int64_t p, double q0, Price *out)
     for (double eta = fmax(1e-14, 4.0 * e * fmax(1.0, spread)); eta < 1e-6; eta *= 8.0) {
         const double qa = down(qh * (1.0 - eta)), qb = up(ql * (1.0 + eta));
         double fhi, flo;
-        bracket_sums(s, n, w, lo, hi, qa, qb, &fhi, &flo);
+        bracket_sums(s, n, grp, qa, qb, &fhi, &flo);
         if (up(fhi * (1.0 + e)) < clo && down(flo * (1.0 - e)) >= chi) {
             out->qa = qa;
             out->qb = qb;
@@ -233,21 +253,24 @@ typedef struct {
 } Eval;
 
 /* The run; returns the number of projects funded (written to sel), -1 if ambiguous, -2 if
- * out of memory. */
-static Py_ssize_t run(const Inst *in, Py_ssize_t m, Py_ssize_t G, const int8_t *alive0,
-                      double x_lo, double x_hi, int64_t *sel)
+ * out of memory. The groups' final intervals are written to lo and hi. */
+static Py_ssize_t run(Inst *in, Py_ssize_t m, Py_ssize_t G, const int8_t *alive0, const double *w,
+                      double x_lo, double x_hi, double *lo, double *hi, int64_t *sel)
 {
     Py_ssize_t nsel = 0, nalive = 0, result = -1;
     int64_t *order = malloc(sizeof(int64_t) * (size_t)(m + 1));
     double *lb = malloc(sizeof(double) * (size_t)(m + 1));
     Eval *ev = malloc(sizeof(Eval) * (size_t)(m + 1));
-    if (!order || !lb || !ev) {
+    Group *grp = malloc(sizeof(Group) * (size_t)(G + 1));
+    in->grp = grp;
+    if (!order || !lb || !ev || !grp) {
         result = -2;
         goto done;
     }
     for (Py_ssize_t g = 0; g < G; g++) {
-        in->lo[g] = x_lo;
-        in->hi[g] = x_hi;
+        grp[g].lo = x_lo;
+        grp[g].hi = x_hi;
+        grp[g].w = w[g];
     }
     for (Py_ssize_t p = 0; p < m; p++) {
         lb[p] = down(1.0 / in->wtot[p]);
@@ -304,8 +327,8 @@ static Py_ssize_t run(const Inst *in, Py_ssize_t m, Py_ssize_t G, const int8_t *
                 continue;
             if (ncand > 1) { /* overlapping candidates: decidable only if all are exact */
                 const int64_t q = ev[k].p;
-                exact_tie(in->idx + in->ptr[q], (Py_ssize_t)(in->ptr[q + 1] - in->ptr[q]), in->w,
-                          in->lo, in->hi, pr->qb, &pr->exact, &pr->wpos);
+                exact_tie(in->idx + in->ptr[q], (Py_ssize_t)(in->ptr[q + 1] - in->ptr[q]), in->grp,
+                          pr->qb, &pr->exact, &pr->wpos);
                 all_exact &= pr->exact;
             }
             /* among exact candidates: the minimum of 1/wpos, then the best rank */
@@ -324,10 +347,10 @@ static Py_ssize_t run(const Inst *in, Py_ssize_t m, Py_ssize_t G, const int8_t *
         const int64_t *s = in->idx + in->ptr[p];
         const int64_t n = in->ptr[p + 1] - in->ptr[p];
         for (int64_t i = 0; i < n; i++) {
-            const int64_t g = s[i];
-            const double l = in->lo[g] - qb, h = in->hi[g] - qa;
-            in->lo[g] = l > 0.0 ? down(l) : 0.0;
-            in->hi[g] = h > 0.0 ? up(h) : 0.0;
+            Group *g = &in->grp[s[i]];
+            const double l = g->lo - qb, h = g->hi - qa;
+            g->lo = l > 0.0 ? down(l) : 0.0;
+            g->hi = h > 0.0 ? up(h) : 0.0;
         }
         sel[nsel++] = p;
         kept = 0;
@@ -337,6 +360,13 @@ static Py_ssize_t run(const Inst *in, Py_ssize_t m, Py_ssize_t G, const int8_t *
         nalive = kept;
     }
 done:
+    if (grp) {
+        for (Py_ssize_t g = 0; g < G; g++) {
+            lo[g] = grp[g].lo;
+            hi[g] = grp[g].hi;
+        }
+    }
+    free(grp);
     free(order);
     free(lb);
     free(ev);
@@ -424,12 +454,13 @@ static PyObject *py_run(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_ValueError, "need weights 1 <= w < 2^53");
             goto out;
         }
-    Inst in = {ptr, idx, b[2].buf, b[3].buf, b[4].buf, b[5].buf, b[6].buf, b[8].buf, b[9].buf};
+    Inst in = {.ptr = ptr, .rank = b[2].buf, .idx = idx, .clo = clo, .chi = chi,
+               .wtot = wtot, .grp = NULL};
     Py_ssize_t n = -1;
     /* The arrays must not change while this runs (the caller owns them; nothing shares them). */
     if (fp_env_ok()) {
         Py_BEGIN_ALLOW_THREADS
-        n = run(&in, m, G, b[7].buf, x_lo, x_hi, b[10].buf);
+        n = run(&in, m, G, b[7].buf, w, x_lo, x_hi, b[8].buf, b[9].buf, b[10].buf);
         Py_END_ALLOW_THREADS
     }
     if (n == -2) {

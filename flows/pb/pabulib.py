@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import difflib
+import functools
 import gc
 import itertools
 import re
@@ -285,42 +286,128 @@ class _Reader:
             return False
         header = self.vote_columns
         ncols = len(header)
-        block = "\n".join(lines[start:end])
+        rows = lines[start:end]
+        block = "\n".join(rows)
         if '"' in block or "\ufeff" in block:
             return False
-        rows = [line.split(";") for line in lines[start:end]]
-        if set(map(len, rows)) != {ncols}:
+        if set(map(str.count, rows, itertools.repeat(";"))) != {ncols - 1}:
             return False  # a short or long row, a blank line, a section name...
-        columns = list(zip(*rows, strict=True))
+        cells_all = block.replace("\n", ";").split(";")  # row after row, ncols cells each
         if "voter_id" in header:
-            voters = list(map(str.strip, columns[header.index("voter_id")]))
+            voters = list(map(str.strip, cells_all[header.index("voter_id") :: ncols]))
             if "" in voters or len(set(voters)) != n:
                 return False
         else:
             voters = [str(self.vote_rows + k + 1) for k in range(n)]
-        cells = columns[header.index("vote")]
+        cells = cells_all[header.index("vote") :: ncols]
+        if self.vote_type == "approval":
+            groups = self.approval_groups(cells, voters)
+            if groups is None:
+                return False
+            self.bulk_groups = groups
+        elif not self.ordinal_groups(cells, voters):
+            return False
+        self.vote_line_at.extend(range(start, end))
+        self.vote_rows += n
+        self.num_voters += n
+        return True
+
+    def ballot_projects(self, filled: list[str]) -> tuple[IntArray, IntArray] | None:
+        """The project indices the non-blank vote cells `filled` name, one after the other,
+        and how many each names; None if a name is not exactly a project's id."""
+        sizes = np.fromiter(map(str.count, filled, itertools.repeat(",")), np.int64) + 1
+        joined = ",".join(filled)
+        decimal = self.decimal_ids(joined, int(sizes.sum()))
+        if decimal is not None:
+            return decimal, sizes
+        found = list(map(self.index.get, joined.split(",")))
+        if None in found:
+            return None  # spaces around names, an unknown project, "a,,b"...
+        return np.array(found, dtype=np.int64), sizes
+
+    def approval_groups(self, cells: list[str], voters: list[str]) -> list[BallotGroup] | None:
+        """Approval votes grouped by the set of projects they name, groups in order of first
+        appearance and voters in file order, with whole-array operations: each ballot is a
+        bit mask of projects (sets that are equal have equal masks, whatever the order they
+        were written in); None if a cell is not plain (see `bulk_votes`)."""
+        n, m = len(cells), len(self.projects)
+        words = max(1, (m + 63) // 64)
+        masks = np.zeros((n, words), dtype=np.uint64)
+        present = list(map(bool, map(str.strip, cells)))  # blank cells are blank ballots
+        rows = np.flatnonzero(np.fromiter(present, bool, count=n))
+        flat: list[int] = []
+        ends: list[int] = []
+        if len(rows):
+            got = self.ballot_projects(list(itertools.compress(cells, present)))
+            if got is None:
+                return None
+            projects, sizes = got
+            # sort within each ballot: one sort of ballot * m + project, already sorted by
+            # ballot, so the stable (run-merging) sort is nearly linear
+            ballot = np.repeat(np.arange(len(rows), dtype=np.int64), sizes)
+            combined = np.sort(ballot * m + projects, kind="stable")
+            if bool(np.any(combined[1:] == combined[:-1])):
+                return None  # a project twice in one ballot
+            ordered = combined % m
+            starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+            bits = np.left_shift(np.uint64(1), (ordered % 64).astype(np.uint64))
+            for w in range(words):
+                in_word = np.where(ordered // 64 == w, bits, np.uint64(0))
+                masks[rows, w] = np.add.reduceat(in_word, starts)  # distinct bits: a sum is an or
+            flat = ordered.tolist()
+            ends = np.cumsum(sizes).tolist()
+        # equal masks are one ballot; a stable sort keeps each ballot's rows in file order
+        if words == 1:
+            by_mask = np.argsort(masks[:, 0], kind="stable")
+        else:
+            by_mask = np.lexsort(masks.T[::-1])
+        sorted_masks = masks[by_mask]
+        new = np.ones(n, dtype=bool)
+        new[1:] = (sorted_masks[1:] != sorted_masks[:-1]).any(axis=1)
+        first_rows = by_mask[new]  # each ballot's first row
+        number = np.empty(len(first_rows), dtype=np.int64)  # ballots by first appearance
+        number[np.argsort(first_rows, kind="stable")] = np.arange(len(first_rows))
+        of_row = np.empty(n, dtype=np.int64)
+        of_row[by_mask] = number[np.cumsum(new) - 1]
+        by_ballot = np.argsort(of_row, kind="stable")
+        bounds = np.searchsorted(of_row[by_ballot], np.arange(len(first_rows) + 1)).tolist()
+        voters_in_order = list(map(voters.__getitem__, by_ballot.tolist()))
+        # each ballot's projects, from its first row (a row without projects: an empty slice)
+        begin = np.zeros(n, dtype=np.int64)
+        finish = np.zeros(n, dtype=np.int64)
+        if len(rows):
+            finish[rows] = ends
+            begin[rows] = [0, *ends[:-1]]
+        firsts = np.sort(first_rows)
+        # built with C-level maps: tens of thousands of ballots (NamedTuple's own __new__ is
+        # a Python function; tuple.__new__ makes the same object)
+        projects_of = map(
+            flat.__getitem__, map(slice, begin[firsts].tolist(), finish[firsts].tolist())
+        )
+        voters_of = map(voters_in_order.__getitem__, map(slice, bounds[:-1], bounds[1:]))
+        make = functools.partial(tuple.__new__, BallotGroup)
+        return list(
+            map(make, zip(map(tuple, projects_of), itertools.repeat(None), map(tuple, voters_of)))
+        )
+
+    def ordinal_groups(self, cells: list[str], voters: list[str]) -> bool:
+        """Ordinal votes grouped by the ranking they give (see `approval_groups`); False if
+        a cell is not plain."""
+        n = len(cells)
         distinct = list(dict.fromkeys(cells))
         filled = [c for c in distinct if c.strip()]
         decoded: dict[str, tuple[int, ...]] = dict.fromkeys(distinct, ())  # blank: a blank ballot
         if filled:
-            sizes = np.fromiter(map(str.count, filled, itertools.repeat(",")), np.int64) + 1
-            joined = ",".join(filled)
-            decimal = self.decimal_ids(joined, int(sizes.sum()))
-            if decimal is not None:
-                projects = decimal
-            else:
-                found = list(map(self.index.get, joined.split(",")))
-                if None in found:
-                    return False  # spaces around names, an unknown project, "a,,b"...
-                projects = np.array(found, dtype=np.int64)
-            # sort within each ballot: one sort of ballot * m + project, already sorted by
-            # ballot, so the stable (run-merging) sort is nearly linear
+            got = self.ballot_projects(filled)
+            if got is None:
+                return False
+            projects, sizes = got
             m = len(self.projects)
             ballot = np.repeat(np.arange(len(filled), dtype=np.int64), sizes)
             combined = np.sort(ballot * m + projects, kind="stable")
             if bool(np.any(combined[1:] == combined[:-1])):
                 return False  # a project twice in one ballot
-            flat = (projects if self.vote_type == "ordinal" else combined % m).tolist()
+            flat = projects.tolist()
             ends = np.cumsum(sizes).tolist()
             starts = [0, *ends[:-1]]
             keys = (tuple(flat[a:b]) for a, b in zip(starts, ends, strict=True))
@@ -328,11 +415,8 @@ class _Reader:
         # number the ballots, then gather each one's voters in file order (`seen` is not
         # needed: the whole section is read, and its voters are all different)
         ballots = list(dict.fromkeys(decoded.values()))
-        if len(ballots) == len(decoded):  # no two cells say the same ("1,2" and "2,1")
-            cell_number = dict(zip(decoded, range(len(decoded)), strict=True))
-        else:
-            number = {k: b for b, k in enumerate(ballots)}
-            cell_number = {c: number[k] for c, k in decoded.items()}
+        number = {k: b for b, k in enumerate(ballots)}
+        cell_number = {c: number[k] for c, k in decoded.items()}
         of_row = np.fromiter(map(cell_number.__getitem__, cells), np.int64, count=n)
         by_ballot = np.argsort(of_row, kind="stable")
         bounds = np.searchsorted(of_row[by_ballot], np.arange(len(ballots) + 1)).tolist()
@@ -341,9 +425,6 @@ class _Reader:
             BallotGroup(key, None, tuple(ordered[bounds[b] : bounds[b + 1]]))
             for b, key in enumerate(ballots)
         ]
-        self.vote_line_at.extend(range(start, end))
-        self.vote_rows += n
-        self.num_voters += n
         return True
 
     def decimal_ids(self, joined: str, count: int) -> IntArray | None:
@@ -722,7 +803,7 @@ class _Reader:
             project_columns=self.project_columns,
             warnings=tuple(sorted(self.assumed, key=lambda i: i.line or 0)),
             vote_columns=self.vote_columns,
-            vote_lines=tuple(self.lines[i] for i in self.vote_line_at),
+            vote_lines=tuple(map(self.lines.__getitem__, self.vote_line_at)),
         )
 
 

@@ -332,7 +332,7 @@ def test_replaying_the_kernels_order_gives_the_exact_runs_payments(
             return [(r.project, r.t, r.paid, r.groups.tolist(), r.inv.tolist()) for r in run.rounds]
 
         assert rounds(replay) == rounds(search)
-        assert replay.classes.val == search.classes.val
+        assert replay.classes.values() == search.classes.values()
 
 
 @pytest.mark.parametrize(
@@ -364,3 +364,49 @@ def test_the_kernels_rounding_steps_are_nextafter_everywhere(x: float) -> None:
 def test_exact_weighted_sums(terms: list[tuple[int, Fraction]]) -> None:
     weights, values = [w for w, _ in terms], [v for _, v in terms]
     assert _wsum(weights, values) == sum((w * v for w, v in terms), Fraction(0))
+
+
+def _money_left_from_payments(election: Election, rule: str) -> None:
+    """Each unfunded project's money left is what its supporters had (the per-voter budget)
+    less what they paid: an account kept apart from the engine's budget classes."""
+    result = tally(election, rule)  # type: ignore[arg-type]
+    assert result.voter_budget is not None
+    paid = [Fraction(0)] * len(election.groups)
+    for f in result.funded:
+        for pay in f.payments:
+            for g in pay.groups:
+                paid[g] += pay.amount
+    for u in result.unfunded:
+        if u.reason != "not-enough-money":
+            continue
+        backers = [g for g, group in enumerate(election.groups) if u.project in group.projects]
+        left = sum(
+            (election.groups[g].weight * (result.voter_budget - paid[g]) for g in backers),
+            Fraction(0),
+        )
+        assert u.money_left == left
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 100_000),
+    n=st.integers(1, 60),
+    costs=st.sampled_from([[10, 20, 30], [10, 20, 30, 45, 60, 75], [7, 13, 101]]),
+    budget=st.integers(10, 200),
+    rule=st.sampled_from(["mes", "mes-add1"]),
+)
+def test_money_left_is_the_budget_less_the_payments(
+    seed: int, n: int, costs: list[int], budget: int, rule: str
+) -> None:
+    _money_left_from_payments(_instance(seed, n, costs, budget), rule)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Poland_Wieliczka_2023_Green_Budget", "US_Stanford_Dataset_PB_Cambridge_2019_vote_approvals"],
+)
+def test_money_left_is_the_budget_less_the_payments_on_shared_files(name: str) -> None:
+    path = DATA_DIR / f"{name}.pb"
+    if not path.is_file():
+        pytest.skip(f"shared Pabulib data not found at {path}")
+    _money_left_from_payments(read_pabulib(path), "mes-add1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import random
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -409,3 +410,24 @@ def test_whole_column_reading_equals_line_by_line(
     lines += ["VOTES", "voter_id;vote"] + [f"{v};{','.join(n)}{tail}" for v, n, tail in votes]
     whole, by_line = _both_readers("\n".join(lines) + "\n")
     assert whole == by_line
+
+
+def test_whole_column_reading_of_many_projects_equals_line_by_line() -> None:
+    # ballots of more than 64 projects are compared as several 64-bit masks: sets written in
+    # other orders, sets differing only in a high project, blank ballots
+    rng = random.Random(7)
+    ids = [str(i) for i in range(1, 151)]
+    lines = ["META", "key;value", "budget;1000", "vote_type;approval"]
+    lines += ["PROJECTS", "project_id;cost"] + [f"{i};10" for i in ids]
+    lines += ["VOTES", "voter_id;vote;age"]
+    sets = [rng.sample(ids, rng.randint(1, 6)) for _ in range(40)] + [["1", "150"], ["1", "149"]]
+    used: set[frozenset[str]] = set()
+    for v in range(600):
+        chosen = list(rng.choice(sets + [[]]))
+        rng.shuffle(chosen)
+        used.add(frozenset(chosen))
+        lines.append(f"{v};{','.join(chosen)};{20 + v % 50}")
+    whole, by_line = _both_readers("\n".join(lines) + "\n")
+    assert isinstance(whole, Election)
+    assert whole == by_line
+    assert len(whole.groups) == len(used)
