@@ -1,0 +1,1 @@
+"""Participatory-budgeting rounds: definition, lifecycle, voting by chat."""
