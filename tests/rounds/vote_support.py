@@ -3,11 +3,13 @@ needs only the stored round, whichever way it was created), and contacts."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.services import Services
 from storage.models import Contact
 from storage.pb_rounds import PbProject, PbRound, RoundStatus
 
@@ -79,3 +81,21 @@ async def add_contact(
     session.add(contact)
     await session.flush()
     return contact
+
+
+BALLOTS: dict[str, dict[str, Any]] = {
+    "approval": {"type": "approval", "min": 1, "max": 3},
+    "knapsack": {"type": "knapsack"},
+    "ranked": {"type": "ranked", "top": 3},
+    "cumulative": {"type": "cumulative", "points": 10},
+}
+
+
+def golden_setup(kind: str) -> Callable[[Services], Awaitable[None]]:
+    """A golden script's ``setup: [pb_<kind>]``: a round of that ballot type, voting open."""
+
+    async def set_up(services: Services) -> None:
+        async with services.sessions() as session, session.begin():
+            await add_round(session, now=services.clock.now(), ballot=BALLOTS[kind])
+
+    return set_up
