@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from bot.clock import FixedClock
 from bot.services import Services
-from storage.pb_rounds import PbBallot, PbRound, RoundStatus
+from storage.pb_rounds import PbBallot, PbProposal, PbRound, RoundStatus
 from tests.rounds.conftest import Resident
 from tests.rounds.vote_support import add_round
 
@@ -300,3 +300,41 @@ async def test_nothing_open(bot: Bot) -> None:
     assert await sms.say("VOTE") == [
         "There's no vote open right now. We'll let you know when there is."
     ]
+
+
+async def test_forget_keeps_the_ballot_counted_without_the_person(
+    bot: Bot, clock: FixedClock
+) -> None:
+    """FORGET detaches the ballot (no contact, no channel; the choice, the ward, the voter
+    key and the receipt stay) and blanks the person's ideas."""
+    services, client = bot
+    async with services.sessions() as session, session.begin():
+        await add_round(session, now=clock.now(), ballot={"type": "ranked", "top": 3})
+        await add_round(session, now=clock.now(), round_id="ideas", proposals=True)
+    sms = Resident(client, "sms", "+447700900011")
+    await sms.join()
+    await sms.say("VOTE")
+    await sms.say("3 1")
+    [cast] = await sms.say("YES")
+    await sms.say("IDEA")
+    await sms.say("A mural")
+    await sms.say("On the library wall")
+    [before] = await ballots(services)
+    assert before.contact_id is not None
+    await sms.say("FORGET")
+    await sms.say("YES")
+    [after] = await ballots(services)
+    assert after.contact_id is None and after.channel is None
+    assert (after.vote, after.voter_key, after.ward_code, after.receipt) == (
+        ["riv3", "riv1"],
+        before.voter_key,
+        "DEMO-CATHAYS",
+        receipt(cast),
+    )
+    async with services.sessions() as session:
+        [idea] = (await session.execute(select(PbProposal))).scalars().all()
+    assert (idea.contact_id, idea.title, idea.content, idea.round_id) == (None, "", "", "ideas")
+    # the same phone starts afresh: a new contact, and may vote again in the round
+    await sms.join()
+    [question] = await sms.say("VOTE")
+    assert not question.startswith("You have voted")
