@@ -23,6 +23,7 @@ from admin import pb_cli
 from admin.cli import accounts as accounts_cli
 from admin.cli import broadcast as broadcast_cli
 from admin.cli import needs as needs_cli
+from admin.cli import rounds as rounds_cli
 from admin.cli import telegram as telegram_cli
 from admin.cli import tenders as tenders_cli
 from admin.cli import wards as wards_cli
@@ -32,12 +33,14 @@ from channels.errors import ChannelError
 from flows.broadcasts import BroadcastError
 from flows.needs.service import NeedsError
 from flows.polls.service import PollError
+from flows.rounds.service import RoundError
 
 T = TypeVar("T")
 DOMAIN_ERRORS: tuple[type[Exception], ...] = (
     BroadcastError,
     NeedsError,
     PollError,
+    RoundError,
     ChannelError,
     LookupError,
 )
@@ -127,6 +130,7 @@ app.add_typer(wards_cli.build(_runtime), name="wards")
 app.add_typer(broadcast_cli.build(_runtime), name="broadcast")
 app.add_typer(needs_cli.build(_runtime), name="needs")
 app.add_typer(needs_cli.build_census(_runtime), name="census")
+rounds_cli.register(pb_cli.app, _runtime)
 app.add_typer(pb_cli.app, name="pb")
 app.add_typer(tenders_cli.build(_runtime), name="tenders")
 app.add_typer(telegram_app, name="telegram")

@@ -43,6 +43,15 @@ def build_scheduler(services: Services) -> AsyncIOScheduler:
         coalesce=True,
         max_instances=1,
     )
+    # PB rounds: open and close at the phase times, then any announcement not sent yet.
+    scheduler.add_job(
+        services.rounds.run_due,
+        "interval",
+        seconds=every,
+        id="pb_rounds_open_close_due",
+        coalesce=True,
+        max_instances=1,
+    )
     # Tender alerts: instant alerts and introductions every interval (an import from the CLI
     # queues its own alerts at once; this catches anything left), digests when due (08:00
     # Europe/London, kept as next_digest_at in the table), and the live feeds on a schedule.

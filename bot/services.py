@@ -34,6 +34,7 @@ from flows.needs.actions import needs_actions
 from flows.needs.service import NeedsService
 from flows.polls.service import PollService
 from flows.rounds import actions as round_actions
+from flows.rounds.service import RoundsService
 from flows.tenders import actions as tender_actions
 from flows.tenders.service import TenderService
 from storage.db import create_engine, session_factory
@@ -54,6 +55,7 @@ class Services:
     broadcasts: BroadcastService
     needs: NeedsService
     tenders: TenderService
+    rounds: RoundsService
     polls: PollService | None = None  # with Telegram
     telegram: UpdateRouter | None = None  # with Telegram
     extras: dict[str, object] = field(default_factory=dict)
@@ -196,6 +198,9 @@ def build_services(
         clock=clock,
         under_represented_ratio=settings.under_represented_ratio,
     )
+    rounds = RoundsService(
+        sessions=sessions, broadcaster=broadcasts, catalogue=catalogue, clock=clock
+    )
     tenders = TenderService(
         sessions=sessions,
         broadcaster=broadcasts,
@@ -246,6 +251,7 @@ def build_services(
         broadcasts=broadcasts,
         needs=needs,
         tenders=tenders,
+        rounds=rounds,
         polls=polls,
         telegram=router,
     )

@@ -69,6 +69,13 @@ class PbRound(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     opened_at: datetime | None = _ts()
     closed_at: datetime | None = _ts()
+    # Announcements sent (``proposals``, ``voting``, ``results``; migration 0410): each is
+    # sent once, and one a crash interrupted is sent by the scheduler's next run.
+    announced: list[str] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # An imported file's column order: {"projects": [...], "votes": [...]} (migration 0410).
+    pabulib_columns: dict[str, list[str]] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True)
+    )
 
     def covers(self, ward_code: str | None) -> bool:
         if ward_code is None:

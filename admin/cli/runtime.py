@@ -18,6 +18,7 @@ from flows.broadcasts import Broadcaster
 from flows.catalogue import Catalogue
 from flows.needs.service import NeedsService
 from flows.polls.service import PollService
+from flows.rounds.service import RoundsService
 from flows.tenders.service import TenderService
 
 T = TypeVar("T")
@@ -48,6 +49,9 @@ class AppServices(Protocol):
 
     @property
     def tenders(self) -> TenderService: ...
+
+    @property
+    def rounds(self) -> RoundsService: ...
 
 
 class Runtime(Protocol):
