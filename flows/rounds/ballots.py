@@ -8,7 +8,8 @@ the values its message needs; the message itself is in the catalogue
 What each ballot type takes (typed on SMS, or as the typed alternative on Telegram):
 
 - ``approval``: numbers, "2 5 9" (commas, "and" also separate them), between ``min`` and
-  ``max`` of them;
+  ``max`` of them; kept in ballot order, as the storage contract has it (so are knapsack
+  and cumulative ballots);
 - ``knapsack``: the same, with the costs adding up to no more than the budget;
 - ``ranked``: numbers best first, "5 2 9", up to ``top`` of them;
 - ``cumulative``: points per project as NUMBERxPOINTS, "2x3 5x7" (project 2 gets 3 points,
@@ -164,7 +165,9 @@ def check_positions(
         return Problem(Code.TOO_MANY, {"max": rules.most})
     if len(positions) < rules.least:
         return Problem(Code.TOO_FEW, {"min": rules.least})
-    ballot = Ballot(tuple(positions))
+    # approval and knapsack ballots are kept in ballot order (the shared storage contract);
+    # a ranking keeps the order given
+    ballot = Ballot(tuple(positions) if rules.kind == "ranked" else tuple(sorted(positions)))
     if rules.budget is not None:
         total = ballot.cost(projects)
         if total > rules.budget:
@@ -202,7 +205,8 @@ def _parse_points(text: str, rules: Rules, projects: Sequence[PbProject]) -> Bal
     total = sum(points)
     if rules.points is not None and total > rules.points:
         return Problem(Code.POINTS_OVER, {"total": total, "points": rules.points})
-    return Ballot(checked.positions, tuple(points))
+    per_project = dict(zip(positions, points, strict=True))
+    return Ballot(checked.positions, tuple(per_project[p] for p in checked.positions))
 
 
 def check_ids(ids: Sequence[str], rules: Rules, projects: Sequence[PbProject]) -> Ballot | Problem:

@@ -44,9 +44,9 @@ def code(result: Ballot | Problem) -> str:
 
 def test_approval_takes_numbers_in_the_order_given() -> None:
     ballot = parse_ballot("2 5, 1", APPROVAL, PROJECTS)
-    assert ballot == Ballot((2, 5, 1))
+    assert ballot == Ballot((1, 2, 5))  # stored in ballot order
     assert isinstance(ballot, Ballot)
-    assert ballot.vote(PROJECTS) == ["p2", "p5", "p1"]
+    assert ballot.vote(PROJECTS) == ["p1", "p2", "p5"]
     assert parse_ballot("2 and 5", APPROVAL, PROJECTS) == Ballot((2, 5))
 
 
@@ -97,6 +97,7 @@ def test_cumulative_points_form() -> None:
     ballot = parse_ballot("2x3 5x7", CUMULATIVE, PROJECTS)
     assert ballot == Ballot((2, 5), (3, 7))
     assert parse_ballot("2:3, 5 x 2", CUMULATIVE, PROJECTS) == Ballot((2, 5), (3, 2))
+    assert parse_ballot("5x1 2x4", CUMULATIVE, PROJECTS) == Ballot((2, 5), (4, 1))
     assert parse_ballot("4X10", CUMULATIVE, PROJECTS) == Ballot((4,), (10,))
 
 
@@ -120,6 +121,7 @@ def test_cumulative_problems(text: str, expected: str) -> None:
 
 def test_selection_by_ids_checked_the_same_way() -> None:
     assert check_ids(["p3", "p1"], RANKED, PROJECTS) == Ballot((3, 1))
+    assert check_ids(["p3", "p1"], APPROVAL, PROJECTS) == Ballot((1, 3))
     assert code(check_ids([], APPROVAL, PROJECTS)) == "nothing_chosen"
     assert code(check_ids(["p9"], APPROVAL, PROJECTS)) == "not_on_list"
     assert code(check_ids(["p6", "p3", "p1"], KNAPSACK, PROJECTS)) == "over_budget"

@@ -102,13 +102,13 @@ async def test_approval_limits_and_help(bot: Bot, clock: FixedClock) -> None:
     assert help_text.startswith("Reply with the numbers of the projects you choose")
     assert again.startswith("Riverside fund: choose 2 to 3 projects.")
     [readback] = await sms.say("6, 1")
-    assert readback.startswith("You chose 6, 1 (Skate park; Benches).")
+    assert readback.startswith("You chose 1, 6 (Benches; Skate park).")  # in ballot order
     [reply] = await sms.say("4")  # one is too few at the read-back too
-    assert reply.startswith("Please choose at least 2.") and "You chose 6, 1" in reply
+    assert reply.startswith("Please choose at least 2.") and "You chose 1, 6" in reply
     [cast] = await sms.say("yes")
     assert "Receipt:" in cast
     [ballot] = await ballots(services)
-    assert ballot.vote == ["riv6", "riv1"]
+    assert ballot.vote == ["riv1", "riv6"]
 
 
 async def test_ranked_keeps_the_order(bot: Bot, clock: FixedClock) -> None:
