@@ -688,7 +688,7 @@ class Engine:
     ) -> MessageCreated:
         text = self._pick(run, node.text)
         if isinstance(node, InputNode):
-            return MessageCreated(text)
+            return MessageCreated(text, request_phone=node.request_phone)
         choices = tuple(
             Choice(o.id, self._pick(run, o.text), o.cost) for o in self._options(run, node)
         )

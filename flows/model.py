@@ -172,6 +172,9 @@ class InputNode(_Node):
     validate_as: Validation = Field(default_factory=Validation, alias="validate")
     error: LocalText | None = None
     personal: bool = False
+    # On channels that can (Telegram), a button that shares the person's own phone number;
+    # the answer is then that number.
+    request_phone: bool = False
     save_as: str | None = None
     next: str | None = None
 

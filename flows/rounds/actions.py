@@ -30,6 +30,9 @@ from storage.pb_rounds import PbProject, PbProposal, PbRound, ProposalStatus, Ro
 
 MAX_IDEA_TITLE = 120
 MAX_IDEA_CONTENT = 1000
+SHARED_NOT_OWN = (
+    "shared:other"  # channels.telegram.updates.SHARED_NOT_OWN (flows never import channels)
+)
 CHANGE_WORDS = frozenset({"CHANGE", "LIST", "NEWID", "RHESTR"})
 _QUOTED = re.compile(r"'([0-9]{1,4})'")
 
@@ -463,7 +466,50 @@ def build_actions(catalogue: Catalogue) -> dict[str, RoundAction]:
         await session.flush()
         return ActionResult("ok")
 
+    # ---- linking a phone (Telegram) ----------------------------------------------------------
+
+    async def link_start(ctx: Context) -> ActionResult:
+        if ctx.channel in linking.SMS_CHANNELS:
+            return ActionResult("sms")
+        if await linking.phone_verified(ctx.session, contact=ctx.contact, channel=ctx.channel):
+            return ActionResult("linked")
+        return ActionResult("ask")
+
+    async def link_send(ctx: Context) -> ActionResult:
+        given = _arg(ctx, "phone")
+        if given == SHARED_NOT_OWN:  # a contact shared on Telegram that is not the sender's
+            return ActionResult("not_own")
+        phone = linking.normalise_phone(given)
+        if phone is None:
+            return ActionResult("bad_phone")
+        try:
+            await linking.send_code(
+                ctx.session,
+                contact=ctx.contact,
+                channel=ctx.channel,
+                phone=phone,
+                text=say(ctx, "pb_link_code_sms"),
+                now=ctx.now,
+            )
+        except linking.TooManyCodes:
+            return ActionResult("too_many")
+        return ActionResult("sent", {"phone_shown": phone})
+
+    async def link_confirm(ctx: Context) -> ActionResult:
+        outcome, phone = await linking.confirm_code(
+            ctx.session, contact=ctx.contact, code=_arg(ctx, "code"), now=ctx.now
+        )
+        if outcome != "ok" or phone is None:
+            return ActionResult(outcome)
+        await linking.link_phone(
+            ctx.session, contact=ctx.contact, channel=ctx.channel, phone=phone, now=ctx.now
+        )
+        return ActionResult("ok")
+
     return {
+        "pb_link_start": link_start,
+        "pb_link_send": link_send,
+        "pb_link_confirm": link_confirm,
         "pb_vote_load": load,
         "pb_vote_check": check,
         "pb_vote_answer": answer,

@@ -14,6 +14,7 @@ from bot.clock import FixedClock
 from bot.services import Services, build_services
 from storage.db import upgrade
 from tests.conftest import load_demo_wards, make_settings
+from tests.telegram.conftest import fake_api, tg  # noqa: F401 - the Bot API fake's fixtures
 
 API = "/simulator/api/messages"
 POSTCODES = {"cathays": "CF10 1EP", "splott": "CF24 2DG", "riverside": "CF11 6AA"}
