@@ -189,9 +189,10 @@ async def link_phone(
 
 async def merge_contacts(session: AsyncSession, *, source: Contact, into: Contact) -> None:
     """Move everything of ``source`` to ``into``. Ballots: one per round, the latest cast
-    kept. Other rows follow their contact id; a row that can't move (the other contact has
-    its own, under a unique rule) stays with ``source``, which is then left with no identity
-    and is erased by the next FORGET of either (logged)."""
+    kept. Other rows follow their contact id, table by table; rows of a table that can't
+    move (``into`` has its own, under a unique rule: a needs profile, say) stay with
+    ``source``, which is left with no identity (logged; a FORGET by the person does not
+    reach them: a known gap)."""
     assert source.id is not None and into.id is not None
     for name in ("language", "postcode", "ward_code", "consent_at"):
         if getattr(into, name) is None and getattr(source, name) is not None:
