@@ -1,9 +1,9 @@
 """Benchmark PB rounds (issue #14): close-to-results time for 60,000 ballots with mes-add1
 (goal: under 5 s), on a SQLite file and on PostgreSQL.
 
-    python bench/pb_round.py [--section close|cast] [--ballots 60000] [--projects 30]
-                             [--rule mes-add1] [--repeat 3] [--residents 300]
-                             [--no-postgres]
+    python bench/pb_round.py [--section close|messages|cast] [--ballots 60000]
+                             [--projects 30] [--rule mes-add1] [--repeat 3]
+                             [--voters 10000] [--residents 300] [--no-postgres]
 
 Sections (``--section all`` runs every one; each prints its own figures):
 
@@ -15,6 +15,10 @@ Sections (``--section all`` runs every one; each prints its own figures):
   that is the broadcast path's own cost). The tally alone is timed beside it, on the same
   election, to show what the database part costs.
 
+- ``messages``: the same with ``--voters`` of the ballots cast by residents (simulated SMS
+  contacts, written straight into the tables, a third of them Welsh speakers): the close, then
+  the result messages queued through the broadcast path (each voter told what was funded and
+  why their projects were not), timed apart; with how many broadcasts that took.
 - ``cast``: ballots cast per second through the full pipeline, beside a plain text message.
   ``--residents`` simulated residents join on the simulator's SMS style (not timed), and a
   round is opened. Then, through ``POST /simulator/api/messages`` (the app in process, the
@@ -61,6 +65,7 @@ from bot.settings import Settings  # noqa: E402
 from flows.pb.rules import kernel_available, parse_rule, tally  # noqa: E402
 from storage.db import create_engine, upgrade  # noqa: E402
 from storage.erasure import table_of  # noqa: E402
+from storage.models import ChannelIdentity, Contact, Ward  # noqa: E402
 from storage.pb_rounds import PbBallot, PbRound, RoundStatus  # noqa: E402
 
 SERVER = os.environ.get(
@@ -107,9 +112,11 @@ def ballots(n: int, projects: int, rng: random.Random) -> list[list[str]]:
     return out
 
 
-async def seeded(url: str, ident: str, n: int, projects: int, rule: str, seed: int) -> Services:
+async def seeded(
+    url: str, ident: str, n: int, projects: int, rule: str, seed: int, voters: int = 0
+) -> Services:
     """Services on ``url`` with an open round holding ``n`` ballots."""
-    settings = Settings(_env_file=None, database_url=url, run_dispatcher=False)
+    settings = Settings(_env_file=None, database_url=url, run_dispatcher=False, simulator="on")
     clock = FixedClock(OPEN)
     services = build_services(settings, clock=clock)
     await upgrade(services.db)
@@ -125,7 +132,7 @@ async def seeded(url: str, ident: str, n: int, projects: int, rule: str, seed: i
             .values(status=RoundStatus.VOTING, opened_at=OPEN)
         )
     table = table_of(PbBallot)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "round_id": ident,
             "contact_id": None,
@@ -141,10 +148,47 @@ async def seeded(url: str, ident: str, n: int, projects: int, rule: str, seed: i
         }
         for vote in ballots(n, projects, rng)
     ]
+    if voters:
+        contacts = await residents(services, voters, seed)
+        for row, contact in zip(rows, contacts, strict=False):
+            row["contact_id"] = contact
     for i in range(0, len(rows), BATCH):
         async with services.sessions() as session, session.begin():
             await session.execute(insert(table), rows[i : i + BATCH])
     return services
+
+
+async def residents(services: Services, n: int, seed: int) -> list[int]:
+    """``n`` consented SMS residents of one ward, a third Welsh speakers; their ids."""
+    async with services.sessions() as session, session.begin():
+        if await session.get(Ward, "BENCH-WARD") is None:
+            session.add(Ward(code="BENCH-WARD", name="Bench ward"))
+    ids: list[int] = []
+    for start in range(0, n, BATCH):
+        async with services.sessions() as session, session.begin():
+            batch = [
+                Contact(
+                    language="cy" if (start + k) % 3 == 0 else "en",
+                    ward_code="BENCH-WARD",
+                    created_at=OPEN,
+                    consent_at=OPEN,
+                )
+                for k in range(min(BATCH, n - start))
+            ]
+            session.add_all(batch)
+            await session.flush()
+            for k, contact in enumerate(batch):
+                assert contact.id is not None
+                ids.append(contact.id)
+                session.add(
+                    ChannelIdentity(
+                        channel="sim-sms",
+                        address=f"+4477{seed:02d}{start + k:07d}",
+                        contact_id=contact.id,
+                        created_at=OPEN,
+                    )
+                )
+    return ids
 
 
 async def close_once(
@@ -268,11 +312,54 @@ async def section_cast(args: argparse.Namespace, databases: list[tuple[str, str]
             f"({yes / plain:.2f} of plain, {'within' if yes >= plain / 2 else 'UNDER'} the "
             f"goal); whole ballots (3 messages) {whole:5.1f}/s"
         )
+async def section_messages(args: argparse.Namespace, databases: list[tuple[str, str]]) -> None:
+    print(
+        f"result messages: {args.ballots:,} ballots of which {args.voters:,} cast by residents "
+        f"(SMS simulator), {args.projects} projects, rule {args.rule}"
+    )
+    for name, url in databases:
+        ident = "bench-messages"
+        services = await seeded(
+            url, ident, args.ballots, args.projects, args.rule, seed=99, voters=args.voters
+        )
+        try:
+            sends: list[float] = []
+            original = services.rounds.announce
+
+            async def timed(
+                *, actor: str = "scheduler", original: Any = original, sends: Any = sends
+            ) -> int:
+                started = time.perf_counter()
+                try:
+                    return int(await original(actor=actor))
+                finally:
+                    sends.append(time.perf_counter() - started)
+
+            services.rounds.announce = timed  # type: ignore[method-assign]
+            started = time.perf_counter()
+            await services.rounds.close(ident, actor="bench")
+            total = time.perf_counter() - started
+            async with services.sessions() as session:
+                queued = (
+                    await session.execute(
+                        text("SELECT count(*) FROM outbound_messages WHERE priority > 0")
+                    )
+                ).scalar_one()
+                broadcasts = (
+                    await session.execute(text("SELECT count(*) FROM broadcasts"))
+                ).scalar_one()
+            print(
+                f"  {name:<11} close + messages {total:6.2f} s, of which messages "
+                f"{sum(sends):.2f} s: {queued:,} messages queued in {broadcasts:,} broadcasts"
+            )
+        finally:
+            await services.close()
 
 
 SECTIONS: dict[str, Callable[[argparse.Namespace, list[tuple[str, str]]], Awaitable[None]]] = {
     "close": section_close,
     "cast": section_cast,
+    "messages": section_messages,
 }
 
 
@@ -316,5 +403,6 @@ if __name__ == "__main__":
     parser.add_argument("--rule", default="mes-add1")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--residents", type=int, default=300)
+    parser.add_argument("--voters", type=int, default=10_000, help="messages: residents")
     parser.add_argument("--no-postgres", dest="postgres", action="store_false")
     asyncio.run(main(parser.parse_args()))

@@ -137,12 +137,17 @@ def build_round(rt: Runtime) -> typer.Typer:
     @app.command("close")
     def close(round_id: str = typer.Argument(..., metavar="ID")) -> None:
         """Close voting now: ballots are frozen, tallied and the results sent."""
-        row = rt.run(lambda services: services.rounds.close(round_id, actor=rt.actor()))
+        row = rt.run(
+            lambda services: services.rounds.close(round_id, actor=rt.actor(), announce=False)
+        )
         results = row.results or {}
         typer.echo(
             f"PB round {row.id} closed: {results.get('voters', 0)} voter(s); funded "
             f"{', '.join(results.get('selected', [])) or 'nothing'}"
         )
+        typer.echo("sending each voter the result (if this stops, the scheduler finishes it)")
+        rt.run(lambda services: services.rounds.announce(actor=rt.actor()))
+        typer.echo("result messages queued")
 
     @app.command("results")
     def results(
@@ -160,10 +165,8 @@ def build_round(rt: Runtime) -> typer.Typer:
             f"{data['budget']:,}"
         )
         for p in data["projects"]:
-            mark = "funded" if p["selected"] else "not funded"
-            typer.echo(
-                f"  {p['id']:<10}{p['cost']:>12,}{p['votes']:>8} votes  {mark}: {p['reason']['en']}"
-            )
+            mark = "funded" if p["selected"] else f"not funded: {p['reason']['en']}"
+            typer.echo(f"  {p['id']:<10}{p['cost']:>12,}{p['votes']:>8} votes  {mark}")
 
     @app.command("export")
     def export(

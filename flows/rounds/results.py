@@ -14,7 +14,7 @@ from fractions import Fraction
 from typing import Any
 
 from flows.catalogue import LANGUAGES, Catalogue
-from flows.pb.model import BallotGroup, Election, Project, VoteType, natural_key
+from flows.pb.model import BallotGroup, Election, Project, VoteType
 from flows.pb.pabulib import _cell
 from flows.pb.rules import TallyResult, selected_ids
 
@@ -50,10 +50,14 @@ class StoredProject:
 
 @dataclass(frozen=True)
 class StoredBallot:
+    """A ballot, or (``count`` > 1, ``voter_key`` empty) that many identical ballots whose
+    voters are numbered in order (for a tally, which needs no voter ids)."""
+
     voter_key: str
     vote: Sequence[str]
     points: Sequence[int] | None
     extra: Mapping[str, str] | None
+    count: int = 1
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,7 @@ def election_of(
     vote_columns: tuple[str, ...] = ()
     if r.imported and r.columns is not None:
         vote_columns = tuple(r.columns.get("votes", ()))
+    numbered = 0
     for b in ballots:
         picked = [index[v] for v in b.vote if v in index]
         points: tuple[Fraction, ...] | None = None
@@ -147,23 +152,30 @@ def election_of(
             key_projects = tuple(picked)
         else:
             key_projects = tuple(sorted(picked))
-        grouped.setdefault((key_projects, points), []).append(b.voter_key)
+        if b.voter_key:
+            grouped.setdefault((key_projects, points), []).append(b.voter_key)
+        else:
+            grouped.setdefault((key_projects, points), []).extend(
+                map(str, range(numbered + 1, numbered + b.count + 1))
+            )
+            numbered += b.count
         if vote_columns:
             cells = dict(b.extra or {})
             cells["voter_id"] = b.voter_key
             lines.append(";".join(_cell(cells.get(c, "")) for c in vote_columns))
     groups = tuple(BallotGroup(k, pts, tuple(v)) for (k, pts), v in grouped.items())
+    voters = sum(len(g.voters) for g in groups)
     if r.imported and r.columns is not None:
         project_columns = tuple(r.columns.get("projects", PROJECT_COLUMNS))
     else:
         project_columns = PROJECT_COLUMNS if results is not None else ("project_id", "cost", "name")
     return Election(
-        meta=meta_of(r, len(projects), len(ballots)),
+        meta=meta_of(r, len(projects), voters),
         projects=tuple(out_projects),
         vote_type=vote_type,
         budget=Fraction(r.budget),
         groups=groups,
-        num_voters=len(ballots),
+        num_voters=voters,
         project_columns=project_columns,
         vote_columns=vote_columns if lines else (),
         vote_lines=tuple(lines),
@@ -205,7 +217,3 @@ def results_of(
         "cost": _number(result.cost),
         "projects": projects,
     }
-
-
-def funded_in_order(results: Mapping[str, Any]) -> list[str]:
-    return sorted(results["selected"], key=natural_key)

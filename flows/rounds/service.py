@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import String, cast, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
@@ -40,7 +41,7 @@ from flows.pb.rules import (
     parse_rule,
     tally,
 )
-from flows.rounds.definition import RoundDefinition, parse_round
+from flows.rounds.definition import MAX_AMOUNT, PROJECT_ID, Project, RoundDefinition, parse_round
 from flows.rounds.results import (
     StoredBallot,
     StoredProject,
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 LOCKED = "voting has opened; the rules are locked"
 CHUNK = 5000  # contacts per results broadcast (a list of ids in one query)
 IMPORT_BATCH = 5000
+MAX_REASON = 200  # a later close's reason, sent to residents
 
 
 class RoundError(Exception):
@@ -290,6 +292,8 @@ class RoundsService:
                     )
                 if not reason or not reason.strip():
                     raise RoundError("moving voting_close needs --reason (it is announced)")
+                if len(reason.strip()) > MAX_REASON:
+                    raise RoundError(f"--reason: at most {MAX_REASON} characters (it is sent)")
                 before = row.voting_close
                 row.voting_close = d.voting_close
                 row.updated_at = now
@@ -314,13 +318,13 @@ class RoundsService:
     # ---- opening and closing -----------------------------------------------------------------
 
     async def open(self, round_id: str, *, actor: str) -> PbRound:
-        """Open voting now (a facilitator), or at voting_open (the scheduler)."""
+        """Open voting now (a facilitator; the scheduler opens rounds in :meth:`run_due`)."""
         now = self.clock.now()
         async with self.sessions() as session, session.begin():
             row = await self._get(session, round_id, lock=True)
             if row.status != RoundStatus.DRAFT:
                 raise RoundError(f"PB round {round_id} is {row.status}: voting has opened already")
-            if actor != "scheduler" and now >= row.voting_close:
+            if now >= row.voting_close:
                 raise RoundError(
                     f"voting_close ({london(row.voting_close)}) has passed: update the round "
                     "with a later voting_close first"
@@ -344,9 +348,11 @@ class RoundsService:
             row.voting_open = now
         row.updated_at = now
 
-    async def close(self, round_id: str, *, actor: str) -> PbRound:
+    async def close(self, round_id: str, *, actor: str, announce: bool = True) -> PbRound:
         """Freeze the ballots and tally them, in one transaction: the round is ``closed``
-        with its results stored, or (the tally failed) nothing changed."""
+        with its results stored, or (the tally failed) nothing changed. Then (unless
+        ``announce`` is False: the caller sends them with :meth:`announce`) the results are
+        sent; an interrupted send is finished by the scheduler's next run."""
         now = self.clock.now()
         async with self.sessions() as session, session.begin():
             row = await self._get(session, round_id, lock=True)
@@ -359,7 +365,7 @@ class RoundsService:
             if now < row.voting_close:
                 row.voting_close = now
             row.updated_at = now
-            election = await self.election(session, row)
+            election = await self.election(session, row, voters=False)
             row.results = await asyncio.to_thread(self._tally, row, election)
             await repo.audit(
                 session,
@@ -373,7 +379,8 @@ class RoundsService:
                 },
                 now=now,
             )
-        await self.announce(actor=actor)
+        if announce:
+            await self.announce(actor=actor)
         return await self.get(round_id)
 
     def _tally(self, row: PbRound, election: Election) -> dict[str, Any]:
@@ -384,9 +391,27 @@ class RoundsService:
         return results_of(row.id, election, result, self.catalogue)
 
     async def election(
-        self, session: AsyncSession, row: PbRound, *, with_results: bool = False
+        self,
+        session: AsyncSession,
+        row: PbRound,
+        *,
+        with_results: bool = False,
+        voters: bool = True,
     ) -> Election:
+        """The round's `Election`. ``voters=False`` (for the tally, which needs no voter ids)
+        lets the database count identical ballots instead of sending every row: the voters
+        are then numbered 1..n."""
         projects = await self.projects(session, row.id)
+        if not voters:
+            return election_of(
+                _stored(row),
+                [
+                    StoredProject(p.id, p.cost, p.title.get("en", ""), p.category, p.extra)
+                    for p in projects
+                ],
+                await _counted_ballots(session, row.id),
+                row.results if with_results else None,
+            )
         query = (
             select(
                 col(PbBallot.voter_key),
@@ -511,6 +536,9 @@ class RoundsService:
         for p in election.projects:
             if len(p.id) > 64:
                 raise RoundError(f"{source}: project id {p.id[:20]!r}... is over 64 characters")
+        long_voter = next((v for g in election.groups for v in g.voters if len(v) > 64), None)
+        if long_voter is not None:
+            raise RoundError(f"{source}: voter id {long_voter[:20]!r}... is over 64 characters")
         meta = dict(election.meta)
         row = PbRound(
             id=ident,
@@ -556,7 +584,7 @@ class RoundsService:
                         title={"en": (p.name or p.id)[:200], "cy": (p.name or p.id)[:200]},
                         summary={},
                         cost=int(p.cost),
-                        category=(p.fields.get("category") or None),
+                        category=(p.fields.get("category") or "")[:200] or None,
                         extra=dict(p.fields),
                     )
                 )
@@ -571,7 +599,7 @@ class RoundsService:
                     batch = []
             if batch:
                 await session.execute(insert(table), batch)
-            stored = await self.election(session, row)
+            stored = await self.election(session, row, voters=False)
             row.results = await asyncio.to_thread(self._tally, row, stored)
             await repo.audit(
                 session,
@@ -612,8 +640,6 @@ class RoundsService:
     ) -> PbProject:
         """Turn a resident's idea into a project on the ballot (before voting opens) and
         tell the resident, through the broadcast path."""
-        from flows.rounds.definition import MAX_AMOUNT, PROJECT_ID
-
         now = self.clock.now()
         if not PROJECT_ID.fullmatch(project_id):
             raise RoundError("--id: 1-32 letters, digits, '.', '-' or '_'")
@@ -942,6 +968,24 @@ class RoundsService:
 # ---- helpers ---------------------------------------------------------------------------------
 
 
+async def _counted_ballots(session: AsyncSession, round_id: str) -> list[StoredBallot]:
+    """The round's ballots, identical ones counted by the database (one row per distinct
+    ballot rather than 60,000), each voter numbered."""
+    vote, points = cast(col(PbBallot.vote), String), cast(col(PbBallot.points), String)
+    query = (
+        select(vote, points, func.count())
+        .where(col(PbBallot.round_id) == round_id)
+        .group_by(vote, points)
+    )
+    out: list[StoredBallot] = []
+    for vote_text, points_text, n in (await session.execute(query)).all():
+        chosen = [str(v) for v in json.loads(vote_text)]
+        parsed = None if points_text is None else json.loads(points_text)  # SQL or JSON null
+        given = None if parsed is None else [int(x) for x in parsed]
+        out.append(StoredBallot("", chosen, given, None, count=int(n)))
+    return out
+
+
 def _chunks(ids: Sequence[int]) -> list[list[int]]:
     return [list(ids[i : i + CHUNK]) for i in range(0, len(ids), CHUNK)]
 
@@ -965,7 +1009,7 @@ def _apply(row: PbRound, d: RoundDefinition, now: datetime) -> None:
     row.updated_at = now
 
 
-def _project(round_id: str, position: int, p: Any) -> PbProject:
+def _project(round_id: str, position: int, p: Project) -> PbProject:
     return PbProject(
         round_id=round_id,
         id=p.id,

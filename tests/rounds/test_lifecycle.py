@@ -5,6 +5,7 @@ transaction; each announcement reaches residents in scope once, in their languag
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -297,3 +298,60 @@ async def test_groups_in_scope_get_the_phase_announcements_and_the_result(
     assert "Reply VOTE" in invite and "Atebwch PLEIDLAIS" in invite
     assert "funded 1 Benches, 2 Trees" in result and "ariannwyd 1 Meinciau, 2 Coed" in result
     assert await bulk_to(services, "-1002") == []  # a group outside the round's wards
+
+
+async def test_concurrent_closes_close_once(
+    bot: tuple[Services, httpx.AsyncClient], clock: FixedClock
+) -> None:
+    services, _ = bot
+    await services.rounds.create(round_yaml(), actor="test")
+    clock.current = OPEN
+    await services.rounds.run_due()
+    for vote in (["1", "2"], ["2", "3"], ["5"]):
+        await cast(services, "riverside-2027", None, vote, now=OPEN)
+    clock.current = datetime(2026, 2, 28, 21, tzinfo=UTC)
+
+    async def close() -> str:
+        try:
+            await services.rounds.close("riverside-2027", actor="facilitator")
+        except RoundError as exc:
+            return str(exc)
+        return "closed"
+
+    outcomes = await asyncio.gather(close(), close(), services.rounds.run_due())
+    closes = [o for o in outcomes[:2] if o == "closed"] + ([1] if outcomes[2] == (0, 1) else [])
+    assert len(closes) == 1, outcomes
+    assert (await audit_actions(services)).count("pb_round_closed") == 1
+    results = await services.rounds.results("riverside-2027")
+    assert results["voters"] == 3
+
+
+async def test_a_round_the_scheduler_missed_is_opened_and_closed_on_its_next_run(
+    bot: tuple[Services, httpx.AsyncClient], clock: FixedClock
+) -> None:
+    services, _ = bot
+    await services.rounds.create(round_yaml(), actor="test")
+    clock.current = datetime(2026, 3, 1, tzinfo=UTC)  # after voting_close: nobody opened it
+    with pytest.raises(RoundError, match="has passed: update the round"):
+        await services.rounds.open("riverside-2027", actor="facilitator")
+    assert await services.rounds.run_due() == (1, 1)
+    row = await services.rounds.get("riverside-2027")
+    assert row.status == RoundStatus.CLOSED and row.results is not None
+    assert row.announced == ["results"]  # no invitation to a vote that has closed
+
+
+async def test_results_not_sent_at_close_are_sent_by_the_next_scheduler_run(
+    bot: tuple[Services, httpx.AsyncClient], clock: FixedClock
+) -> None:
+    services, client = bot
+    await resident(client, "voter", "DEMO-CATHAYS")
+    await services.rounds.create(round_yaml(), actor="test")
+    clock.current = OPEN
+    await services.rounds.run_due()
+    await cast(services, "riverside-2027", await contact_of(services, "voter"), ["1"], now=OPEN)
+    # as if the close's process stopped after committing, before sending anything
+    await services.rounds.close("riverside-2027", actor="test", announce=False)
+    assert not any(t.startswith("Results") for t in await bulk_to(services, "voter"))
+    assert await services.rounds.run_due() == (0, 0)
+    assert [t for t in await bulk_to(services, "voter") if t.startswith("Results")]
+    assert await services.rounds.announce() == 0
