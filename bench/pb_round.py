@@ -1,8 +1,9 @@
 """Benchmark PB rounds (issue #14): close-to-results time for 60,000 ballots with mes-add1
 (goal: under 5 s), on a SQLite file and on PostgreSQL.
 
-    python bench/pb_round.py [--section close] [--ballots 60000] [--projects 30]
-                             [--rule mes-add1] [--repeat 3] [--no-postgres]
+    python bench/pb_round.py [--section close|messages|cast] [--ballots 60000]
+                             [--projects 30] [--rule mes-add1] [--repeat 3]
+                             [--voters 10000] [--residents 300] [--no-postgres]
 
 Sections (``--section all`` runs every one; each prints its own figures):
 
@@ -18,9 +19,15 @@ Sections (``--section all`` runs every one; each prints its own figures):
   contacts, written straight into the tables, a third of them Welsh speakers): the close, then
   the result messages queued through the broadcast path (each voter told what was funded and
   why their projects were not), timed apart; with how many broadcasts that took.
-
-(Another section, the ballots cast per second through the full pipeline, is added by the
-voting conversation's work; add it to ``SECTIONS``.)
+- ``cast``: ballots cast per second through the full pipeline, beside a plain text message.
+  ``--residents`` simulated residents join on the simulator's SMS style (not timed), and a
+  round is opened. Then, through ``POST /simulator/api/messages`` (the app in process, the
+  ASGI transport, one message at a time): a plain text message from each (a reply the
+  engine answers with "not understood" plus the menu again), then each one's ballot:
+  ``VOTE`` (the round and its projects are loaded), ``2 5`` (checked and read back) and
+  ``YES`` (the cast: the round row locked, the ballot upserted, the receipt sent). Printed:
+  plain messages per second, YES (cast) messages per second, and whole ballots (three
+  messages) per second. Goal: casting at least half the plain rate.
 
 The PostgreSQL server is ``CIVICBOT_TEST_POSTGRES_URL`` (default
 ``postgresql+asyncpg://root@127.0.0.1:5432/test``); a throwaway database is created there and
@@ -47,9 +54,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import httpx  # noqa: E402
 from sqlalchemy import insert, text, update  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from bot.app import build_app  # noqa: E402
 from bot.clock import FixedClock  # noqa: E402
 from bot.services import Services, build_services  # noqa: E402
 from bot.settings import Settings  # noqa: E402
@@ -226,6 +235,83 @@ async def section_close(args: argparse.Namespace, databases: list[tuple[str, str
         )
 
 
+async def cast_once(url: str, residents: int) -> tuple[float, float, float]:
+    """Seconds for ``residents`` plain messages, their YES messages, and their whole
+    ballots (VOTE, numbers, YES)."""
+    settings = Settings(
+        _env_file=None,
+        database_url=url,
+        run_dispatcher=False,
+        run_scheduler=False,
+        public_url="http://127.0.0.1",
+        simulator="on",
+        simulator_per_minute=10_000_000,
+    )
+    clock = FixedClock(OPEN - timedelta(days=1))
+    services = build_services(settings, clock=clock)
+    try:
+        await upgrade(services.db)
+        from admin.wards_import import read_wards_csv
+        from storage import repositories as repo
+
+        parsed = read_wards_csv(ROOT / "admin" / "data" / "demo_wards.csv")
+        async with services.sessions() as session, session.begin():
+            await repo.upsert_wards(session, wards=parsed.wards, postcodes=parsed.postcodes)
+        text_, _ = round_yaml("cast", 12, "greedy", random.Random(1))
+        await services.rounds.create(text_, actor="bench")
+        transport = httpx.ASGITransport(app=build_app(services))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+
+            async def say(address: str, message: str) -> dict[str, Any]:
+                response = await client.post(
+                    "/simulator/api/messages",
+                    json={"channel": "sms", "address": address, "text": message},
+                )
+                assert response.status_code == 200, response.text
+                body: dict[str, Any] = response.json()
+                return body
+
+            addresses = [f"+4477009{k:05d}" for k in range(residents)]
+            for address in addresses:
+                for message in ("HI", "1", "1", "CF10 1EP"):
+                    await say(address, message)
+            await services.rounds.open("cast", actor="bench")
+            started = time.perf_counter()
+            for address in addresses:
+                await say(address, "hello there")
+            plain_s = time.perf_counter() - started
+            yes_s = 0.0
+            started = time.perf_counter()
+            for address in addresses:
+                await say(address, "VOTE")
+                await say(address, "2 5")
+                before = time.perf_counter()
+                reply = await say(address, "YES")
+                yes_s += time.perf_counter() - before
+                assert "Receipt:" in reply["replies"][0]["text"], reply
+            ballots_s = time.perf_counter() - started
+        async with services.sessions() as session:
+            count = await session.scalar(text("SELECT count(*) FROM pb_ballots"))
+        assert count == residents, count
+        return plain_s, yes_s, ballots_s
+    finally:
+        await services.close()
+
+
+async def section_cast(args: argparse.Namespace, databases: list[tuple[str, str]]) -> None:
+    n = args.residents
+    print(
+        f"ballots cast through the full pipeline (simulator API, in process, one message at "
+        f"a time), {n} residents; goal: casting at least half the plain message rate"
+    )
+    for name, url in databases:
+        plain_s, yes_s, ballots_s = await cast_once(url, n)
+        plain, yes, whole = n / plain_s, n / yes_s, n / ballots_s
+        print(
+            f"  {name:<11} plain {plain:6.1f} msg/s; YES (cast) {yes:6.1f} msg/s "
+            f"({yes / plain:.2f} of plain, {'within' if yes >= plain / 2 else 'UNDER'} the "
+            f"goal); whole ballots (3 messages) {whole:5.1f}/s"
+        )
 async def section_messages(args: argparse.Namespace, databases: list[tuple[str, str]]) -> None:
     print(
         f"result messages: {args.ballots:,} ballots of which {args.voters:,} cast by residents "
@@ -272,6 +358,7 @@ async def section_messages(args: argparse.Namespace, databases: list[tuple[str, 
 
 SECTIONS: dict[str, Callable[[argparse.Namespace, list[tuple[str, str]]], Awaitable[None]]] = {
     "close": section_close,
+    "cast": section_cast,
     "messages": section_messages,
 }
 
@@ -315,6 +402,7 @@ if __name__ == "__main__":
     parser.add_argument("--projects", type=int, default=30)
     parser.add_argument("--rule", default="mes-add1")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--residents", type=int, default=300)
     parser.add_argument("--voters", type=int, default=10_000, help="messages: residents")
     parser.add_argument("--no-postgres", dest="postgres", action="store_false")
     asyncio.run(main(parser.parse_args()))

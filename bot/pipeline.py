@@ -74,6 +74,7 @@ class ActionContext:
     contact: Contact
     args: Mapping[str, str]
     now: datetime
+    channel: str | None = None  # the channel the person is writing on (None: system-started)
 
 
 Action = Callable[[ActionContext], Awaitable[ActionResult]]
@@ -380,7 +381,9 @@ class Pipeline:
             return ActionResult(outcome="error")
         try:
             async with work.session.begin_nested():
-                return await action(ActionContext(work.session, work.contact, args, work.now))
+                return await action(
+                    ActionContext(work.session, work.contact, args, work.now, work.channel.name)
+                )
         except Exception as exc:
             log_failure(log, f"action {name} failed", exc)
             return ActionResult(outcome="error")

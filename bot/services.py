@@ -33,6 +33,7 @@ from flows.library import BUILTIN_DIR, FlowLibrary, load_library
 from flows.needs.actions import needs_actions
 from flows.needs.service import NeedsService
 from flows.polls.service import PollService
+from flows.rounds import actions as round_actions
 from flows.rounds.service import RoundsService
 from flows.tenders import actions as tender_actions
 from flows.tenders.service import TenderService
@@ -108,7 +109,8 @@ def telegram_channel(settings: Settings, catalogue: Catalogue) -> TelegramChanne
 
 NEEDS_FLOWS = Path(__file__).resolve().parents[1] / "flows" / "needs"
 TENDER_FLOWS = Path(tender_actions.__file__).parent
-DOMAIN_FLOWS: tuple[Path, ...] = (NEEDS_FLOWS, TENDER_FLOWS)
+ROUND_FLOWS = Path(round_actions.__file__).parent
+DOMAIN_FLOWS: tuple[Path, ...] = (NEEDS_FLOWS, TENDER_FLOWS, ROUND_FLOWS)
 """Each domain's flow folder (``flows/<domain>/``), listed by hand; loaded after the core
 flows and before a council's own (``CIVICBOT_FLOWS_DIR``)."""
 
@@ -121,6 +123,7 @@ def registered_actions(catalogue: Catalogue | None = None) -> dict[str, Action]:
         **builtin_actions(),
         **needs_actions(),
         **tender_actions.build_actions(catalogue),
+        **round_actions.build_actions(catalogue),
     }
 
 

@@ -273,7 +273,9 @@ class Engine:
         elif command is Command.START:
             self._start(run, MENU if run.contact.consented else ONBOARDING)
         elif command is Command.HELP:
-            run.emit(MessageCreated(self._string(run, "help")))
+            node = self._current_node(run)
+            own = getattr(node, "help", None) if run.state.pending is None else None
+            run.emit(MessageCreated(self._pick(run, own) if own else self._string(run, "help")))
             self._reprompt(run)
         elif command is Command.MENU:
             self._start(run, MENU if run.contact.consented else ONBOARDING)
@@ -440,6 +442,9 @@ class Engine:
                             )
                         chosen.append(options[index])
                     continue
+                if normalise(piece) in YES_WORDS and not chosen and len(pieces) == 1:
+                    # YES before choosing anything: say what to send first
+                    return [], self._string(run, "multi_error_nothing")
                 return [], self._string(run, "multi_error_unknown", item=piece[:40])
         unique = list({o.id: o for o in chosen}.values())
         return unique, self._selection_problem(run, node, unique, final=True)
@@ -683,7 +688,7 @@ class Engine:
     ) -> MessageCreated:
         text = self._pick(run, node.text)
         if isinstance(node, InputNode):
-            return MessageCreated(text)
+            return MessageCreated(text, request_phone=node.request_phone)
         choices = tuple(
             Choice(o.id, self._pick(run, o.text), o.cost) for o in self._options(run, node)
         )

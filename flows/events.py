@@ -90,6 +90,9 @@ class MessageCreated:
     ordered: bool = False  # the answer is a ranking: the order of the picks matters
     question: str | None = None  # "flow:node" the choices answer (buttons carry it)
     ignore_opt_out: bool = False  # the STOP confirmation still goes out
+    # Offer a button that shares the person's own phone number (Telegram's request-contact
+    # keyboard), where the channel has one.
+    request_phone: bool = False
 
 
 @dataclass(frozen=True)

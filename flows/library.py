@@ -31,7 +31,9 @@ class FlowLibrary:
         return self.flows[flow_id]
 
     def trigger(self, word: str) -> Flow | None:
-        for flow in self.flows.values():
+        """The flow ``word`` starts. Where flows share a word, the one loaded last wins: a
+        council's own flow (``CIVICBOT_FLOWS_DIR``) takes a shipped domain's keyword."""
+        for flow in reversed(list(self.flows.values())):
             if word in flow.triggers:
                 return flow
         return None

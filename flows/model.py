@@ -31,12 +31,12 @@ def _require_english(value: LocalText) -> LocalText:
 class _Node(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    @field_validator("text", "error", mode="before", check_fields=False)
+    @field_validator("text", "error", "help", mode="before", check_fields=False)
     @classmethod
     def _coerce_text(cls, value: Any) -> Any:
         return _local_text(value)
 
-    @field_validator("text", "error", check_fields=False)
+    @field_validator("text", "error", "help", check_fields=False)
     @classmethod
     def _check_text(cls, value: LocalText | None) -> LocalText | None:
         return None if value is None else _require_english(value)
@@ -115,6 +115,7 @@ class ChoiceNode(_Node):
 
     type: Literal["choice"]
     text: LocalText
+    help: LocalText | None = None  # what HELP says at this question (else the general help)
     options: list[Option] = Field(default_factory=list, max_length=12)
     options_from: str | None = Field(default=None, pattern=VAR_REF)
     otherwise: Otherwise | None = None
@@ -137,6 +138,7 @@ class MultiNode(_Node):
 
     type: Literal["multi"]
     text: LocalText
+    help: LocalText | None = None  # what HELP says at this question (else the general help)
     options: list[Option] = Field(default_factory=list, max_length=30)
     options_from: str | None = Field(default=None, pattern=VAR_REF)
     min: int | Annotated[str, Field(pattern=VAR_REF)] = 1
@@ -166,9 +168,13 @@ class InputNode(_Node):
 
     type: Literal["input"]
     text: LocalText
+    help: LocalText | None = None  # what HELP says at this question (else the general help)
     validate_as: Validation = Field(default_factory=Validation, alias="validate")
     error: LocalText | None = None
     personal: bool = False
+    # On channels that can (Telegram), a button that shares the person's own phone number;
+    # the answer is then that number.
+    request_phone: bool = False
     save_as: str | None = None
     next: str | None = None
 

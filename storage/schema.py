@@ -4,6 +4,6 @@ that adds tables adds its module to this list."""
 
 from __future__ import annotations
 
-from storage import admin, broadcasts, models, needs, pb_rounds, polls, tenders
+from storage import admin, broadcasts, models, needs, pb_rounds, phone_links, polls, tenders
 
-TABLE_MODULES = (models, polls, broadcasts, needs, tenders, admin, pb_rounds)
+TABLE_MODULES = (models, polls, broadcasts, needs, tenders, admin, pb_rounds, phone_links)

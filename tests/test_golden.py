@@ -6,7 +6,9 @@ replies, buttons and notices; review the diff before committing it.
 A script: ``channel`` (sms, telegram), ``address``, ``steps`` and, checked at the end,
 ``expect_contact`` (language, postcode, ward_code, consented, opted_out) and
 ``expect_answers`` (answer key -> stored value, the latest of each); ``setup`` names what to
-prepare first (``needs``: the demo census and an open needs assessment). A step is ``send: TEXT``
+prepare first (``needs``: the demo census and an open needs assessment; ``pb_approval``,
+``pb_knapsack``, ``pb_ranked``, ``pb_cumulative``: a PB round of six projects with that
+ballot, voting open; receipts are shown as ``######``). A step is ``send: TEXT``
 or ``tap: LABEL`` (Telegram: the button on the latest keyboard whose label starts with it),
 with ``expect`` (the reply texts), ``expect_keyboard`` (the labels of the last keyboard sent),
 and for taps ``expect_notice`` and ``expect_buttons`` (the tapped keyboard's labels after a
@@ -16,6 +18,7 @@ plus ``tests/golden/flows`` (a ballot of 40 projects built by the ``load_project
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from storage.db import upgrade
 from storage.models import Answer, Contact
 from tests.conftest import load_demo_wards, make_settings
 from tests.needs.support import set_up as needs_set_up
+from tests.rounds.vote_support import BALLOTS, golden_setup
 from tests.support import ballot_flows, load_projects
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -49,7 +53,13 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 
 _BlockDumper.add_representer(str, _str)
 SCRIPTS = sorted(GOLDEN.glob("*.yaml"))
-SETUPS = {"needs": needs_set_up}  # ``setup: [needs]``: the demo census and an open assessment
+SETUPS = {  # ``setup: [needs]``: the demo census and an open needs assessment
+    "needs": needs_set_up,
+    # ``setup: [pb_knapsack]``: a PB round with six projects and that ballot, voting open
+    **{f"pb_{kind}": golden_setup(kind) for kind in BALLOTS},
+}
+# A ballot's receipt is random: shown as ###### so the scripts stay the same
+RECEIPT = re.compile(r"((?:Receipt|Derbynneb): )[A-Z0-9]{6}")
 
 
 @pytest.fixture
@@ -124,7 +134,7 @@ async def test_golden_conversation(
             body = {"text": step["send"], **({"id": step["id"]} if "id" in step else {})}
             data = await phone.post(body)
             shown = {}
-        shown["expect"] = [r["text"] for r in data["replies"]]
+        shown["expect"] = [RECEIPT.sub(r"\1######", r["text"]) for r in data["replies"]]
         keyboards = [r["buttons"] for r in data["replies"] if r["buttons"]]
         shown["expect_keyboard"] = [b["label"] for b in keyboards[-1]] if keyboards else None
         for key, got in shown.items():

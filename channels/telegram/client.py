@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from telegram import Bot, BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from telegram import (
+    Bot,
+    BotCommand,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    KeyboardButton,
+    Message,
+    ReplyKeyboardMarkup,
+)
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -183,7 +191,13 @@ class TelegramChannel:
         text = str(content.get("text") or "")
         chunks = [text[i : i + MAX_TEXT] for i in range(0, len(text), MAX_TEXT)] or [""]
         rows = keyboard.as_markup_rows(content)
-        markup = _markup(rows) if rows else None
+        markup: InlineKeyboardMarkup | ReplyKeyboardMarkup | None = _markup(rows) if rows else None
+        if markup is None and content.get("request_phone"):
+            markup = ReplyKeyboardMarkup(
+                [[KeyboardButton(str(content["request_phone"]), request_contact=True)]],
+                one_time_keyboard=True,
+                resize_keyboard=True,
+            )
         sent: Message | None = None
         for n, chunk in enumerate(chunks):
             await self.limiter.acquire(address)

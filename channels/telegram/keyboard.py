@@ -37,6 +37,8 @@ _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 def render(message: MessageCreated, language: str, catalogue: Catalogue) -> Content:
     """Content for one message: text, and for a question its options and first keyboard."""
     content: Content = {"text": message.text, "choices": [], "buttons": [], "language": language}
+    if message.request_phone:  # a reply keyboard whose one button shares the person's number
+        content["request_phone"] = catalogue.text("telegram_share_phone", language)
     if not message.choices or message.question is None:
         return content
     options = [{"id": c.id, "label": _label(c), "cost": c.cost} for c in message.choices]

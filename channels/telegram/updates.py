@@ -161,6 +161,8 @@ async def parse_update(data: Any, me: Callable[[], Awaitable[BotIdentity]]) -> T
     _opt_str(message.caption, "caption")
     text = clean_text(raw_text or "")
     if chat.type == ChatType.PRIVATE:
+        if message.contact is not None and not raw_text:
+            return PrivateText(uid, chat_id, _shared_phone(message), _person_name(message))
         if not raw_text:
             return Ignored(uid, "private message without text")
         return PrivateText(uid, chat_id, text, _person_name(message))
@@ -172,6 +174,31 @@ async def parse_update(data: Any, me: Callable[[], Awaitable[BotIdentity]]) -> T
             uid, group_id, title, chat.type, _addressed(message, bot.id, bot.username), text
         )
     return Ignored(uid, "message outside a private chat or group")
+
+
+SHARED_NOT_OWN = "shared:other"
+"""The text a shared contact that is not the sender's own arrives as: never its number."""
+_PHONE = re.compile(r"\+?[0-9]{5,20}")
+
+
+def _shared_phone(message: Message) -> str:
+    """A contact shared in a private chat (Telegram's request-contact button): its number
+    as the message text when it is the sender's own contact (``contact.user_id`` is the
+    sender), else :data:`SHARED_NOT_OWN` (someone else's contact is never used)."""
+    contact = message.contact
+    assert contact is not None
+    sender = message.from_user
+    owner = contact.user_id
+    phone = _opt_str(contact.phone_number, "phone_number") or ""
+    if (
+        sender is None
+        or owner is None
+        or _int(owner, "contact user_id") != _int(sender.id, "user id")
+        or not _PHONE.fullmatch(phone.replace(" ", ""))
+    ):
+        return SHARED_NOT_OWN
+    phone = phone.replace(" ", "")
+    return phone if phone.startswith("+") else f"+{phone}"
 
 
 def _int(value: Any, what: str) -> int:

@@ -266,7 +266,7 @@ async def test_full_onboarding_conversation_by_sms(sms_bot: SmsBot) -> None:
     assert nonsense.startswith("Sorry, that doesn't look like a UK postcode")
     ward, menu = await sms_bot.converse("cf10 1ep")
     assert ward == "Thanks. CF10 1EP is in Cathays ward."
-    assert menu.startswith("What would you like to do?") and menu.endswith("Reply 1-5")
+    assert menu.startswith("What would you like to do?") and menu.endswith("Reply 1-6")
 
     async with sms_bot.services.sessions() as session:
         contact = (await session.execute(select(Contact))).scalar_one()

@@ -312,7 +312,8 @@ class TelegramBot:
         keyboards: list[tuple[int, list[list[dict[str, str]]]]] = []
         for call in calls:
             shown = call.method in ("sendMessage", "editMessageReplyMarkup")
-            if shown and call.result and "reply_markup" in call.params:
+            markup = call.params.get("reply_markup") or {}
+            if shown and call.result and "inline_keyboard" in markup:
                 rows = call.params["reply_markup"]["inline_keyboard"]
                 keyboards.append((int(call.result["message_id"]), rows))
         assert keyboards, "no keyboard was shown"
