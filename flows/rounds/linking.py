@@ -32,6 +32,7 @@ from sqlmodel import SQLModel, col
 from storage.models import ChannelIdentity, Contact, OutboundMessage, Priority
 from storage.pb_rounds import PbBallot
 from storage.phone_links import PhoneCode
+from storage.repositories import erase_contact
 
 log = logging.getLogger(__name__)
 
@@ -183,16 +184,18 @@ async def link_phone(
         return contact
     into = await session.get(Contact, owner.contact_id, with_for_update=True)
     assert into is not None
-    await merge_contacts(session, source=contact, into=into)
+    await merge_contacts(session, source=contact, into=into, now=now)
     return into
 
 
-async def merge_contacts(session: AsyncSession, *, source: Contact, into: Contact) -> None:
+async def merge_contacts(
+    session: AsyncSession, *, source: Contact, into: Contact, now: datetime
+) -> None:
     """Move everything of ``source`` to ``into``. Ballots: one per round, the latest cast
     kept. Other rows follow their contact id, table by table; rows of a table that can't
-    move (``into`` has its own, under a unique rule: a needs profile, say) stay with
-    ``source``, which is left with no identity (logged; a FORGET by the person does not
-    reach them: a known gap)."""
+    move (``into`` has its own, under a unique rule: a needs profile, say) are then
+    erased with ``source`` as FORGET erases a person (deleted, or kept counted with no link
+    to anyone), so nothing of theirs is left where a later FORGET would not reach it."""
     assert source.id is not None and into.id is not None
     for name in ("language", "postcode", "ward_code", "consent_at"):
         if getattr(into, name) is None and getattr(source, name) is not None:
@@ -223,4 +226,8 @@ async def merge_contacts(session: AsyncSession, *, source: Contact, into: Contac
                     update(table).where(column == source.id).values(contact_id=into.id)
                 )
         except IntegrityError:
-            log.warning("merge of contacts: rows of %s stay with the old contact", table.name)
+            log.info("merge of contacts: rows of %s erased with the old contact", table.name)
+    await erase_contact(session, contact_id=source.id, now=now)
+    # The reply to this message is queued for ``source`` (the pipeline's contact): as for
+    # the reply to FORGET, it is then linked to nobody and blanked once sent.
+    source.erased_at = now

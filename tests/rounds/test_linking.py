@@ -11,11 +11,12 @@ from typing import Any
 
 import httpx
 from sqlalchemy import func, select
+from sqlmodel import SQLModel
 
 from bot.clock import FixedClock
 from bot.services import Services
 from flows.rounds.linking import normalise_phone
-from storage.models import ChannelIdentity, OutboundMessage
+from storage.models import ChannelIdentity, Contact, OutboundMessage
 from storage.pb_rounds import PbBallot
 from storage.phone_links import PhoneCode
 from tests.conftest import load_demo_wards
@@ -85,6 +86,7 @@ async def test_linking_merges_contacts_and_keeps_the_latest_ballot(
         ("riverside-2027", ["riv2", "riv3"]),
     ]
     before = await stored(services)
+    telegram_contact = (await contacts_of(services))[("sim-telegram", "700501")]
     # a wrong code, then a bad number, then the right code
     [ask] = await tg.say("LINK")
     [bad, again] = await tg.say("call me")
@@ -109,6 +111,15 @@ async def test_linking_merges_contacts_and_keeps_the_latest_ballot(
             .all()
         )  # type: ignore[union-attr]
     assert code.code_hash and len(code.code_hash) == 64 and code.phone == PHONE
+    # nothing is left with the Telegram contact, which is erased as FORGET erases a person
+    async with services.sessions() as session:
+        for table in SQLModel.metadata.sorted_tables:
+            column = table.c.get("contact_id")
+            if column is not None and table.name != "contacts":
+                left = select(func.count()).select_from(table).where(column == telegram_contact)
+                assert (await session.execute(left)).scalar() == 0, table.name
+        old_contact = await session.get(Contact, telegram_contact)
+        assert old_contact is not None and old_contact.erased_at is not None
     # by SMS there is nothing to link; on Telegram it is done
     assert await sms.say("LINK") == ["You're texting from your phone, so there's nothing to link."]
     assert await tg.say("LINK") == ["Your phone number is linked already."]
