@@ -4,6 +4,6 @@ that adds tables adds its module to this list."""
 
 from __future__ import annotations
 
-from storage import admin, broadcasts, models, needs, polls, tenders
+from storage import admin, broadcasts, coordination, models, needs, polls, tenders
 
-TABLE_MODULES = (models, polls, broadcasts, needs, tenders, admin)
+TABLE_MODULES = (models, polls, broadcasts, needs, tenders, admin, coordination)

@@ -12,6 +12,7 @@ fixed clock).
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import threading
@@ -53,6 +54,7 @@ class Sent:
     form: dict[str, str]
     auth: tuple[str, str] | None
     status: int = 0  # what the fake answered
+    at: float = field(default_factory=time.monotonic)  # when the fake received it
 
 
 @dataclass
@@ -169,8 +171,9 @@ def _handler(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def fake_twilio() -> Iterator[FakeTwilio]:
+@contextlib.contextmanager
+def running_fake_twilio() -> Iterator[FakeTwilio]:
+    """The fake Twilio, serving on a loopback port for the block (tests and bench/)."""
     fake = FakeTwilio()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -182,6 +185,12 @@ def fake_twilio() -> Iterator[FakeTwilio]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def fake_twilio() -> Iterator[FakeTwilio]:
+    with running_fake_twilio() as fake:
+        yield fake
 
 
 def sign(path: str, form: dict[str, str], token: str = AUTH_TOKEN) -> str:

@@ -197,6 +197,7 @@ async def test_scheduler_has_its_jobs(tg: TelegramBot) -> None:
     scheduler = build_scheduler(tg.services)
     assert sorted(job.id for job in scheduler.get_jobs()) == [
         "needs_open_close_due",
+        "purge_coordination",
         "purge_held_delivery_reports",
         "send_scheduled_broadcasts",
         "telegram_close_due_polls",
