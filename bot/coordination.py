@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec
@@ -33,6 +34,7 @@ from storage import coordination as store
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 SCHEDULER_LEASE = "scheduler"
+LATE_MIN = 0.02  # seconds a send may follow its slot before the slot is given up
 
 
 class LeaderLease:
@@ -128,24 +130,33 @@ class SharedRateLimiter:
         rate: float,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sessions = sessions
         self.key = key
         self.rate = rate
         self.sleep = sleep
+        self.monotonic = monotonic
 
     async def acquire(self) -> None:
+        """Reserve a slot and sleep until it. A process that wakes more than one interval
+        after its slot (starved of CPU, say) gives the slot up and reserves another: sending
+        that late would bunch its send with the next ones on time, and a provider counting
+        per second would see more than the rate."""
         interval = 1.0 / self.rate
         while True:
             async with self.sessions() as session, session.begin():
                 slot = await store.reserve_slot(
                     session, key=self.key, interval=interval, max_wait=60.0
                 )
-            if slot.granted:
-                if slot.wait > 0:
-                    await self.sleep(slot.wait)
+            if not slot.granted:
+                await self.sleep(min(slot.wait, 60.0))  # more than a minute queued: rare
+                continue
+            due = self.monotonic() + slot.wait
+            if slot.wait > 0:
+                await self.sleep(slot.wait)
+            if self.monotonic() - due <= max(interval, LATE_MIN):
                 return
-            await self.sleep(min(slot.wait, 60.0))  # more than a minute queued: rare
 
 
 class SharedChatLimiter:

@@ -111,7 +111,6 @@ async def test_health_needs_the_database_and_a_live_worker(
             clock.advance(seconds=services.settings.worker_stale_seconds + 1)
             stale = await client.get("/health")  # the worker stopped beating: not ready
             assert stale.status_code == 503 and stale.json()["worker"] == "missing"
-            await services.db.dispose()
     finally:
         await services.close()
 

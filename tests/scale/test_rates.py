@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bot.coordination import SharedChatLimiter
+from bot.coordination import SharedChatLimiter, SharedRateLimiter
 from bot.services import Services
 from channels.errors import RetryableError
 from storage import coordination
@@ -131,3 +131,22 @@ async def test_telegram_chat_limits_are_shared_between_workers(build: Builder) -
     with pytest.raises(RetryableError) as refused:
         await limits[0].acquire("-5001")
     assert refused.value.retry_after is not None and refused.value.retry_after > 5.0
+
+
+async def test_a_slot_woken_up_too_late_for_is_given_up(build: Builder) -> None:
+    """A worker that wakes long after its slot (starved of CPU) reserves another rather than
+    send late, bunched with the sends on time."""
+    services = build("w")
+    now = [1000.0]
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds + (5.0 if len(waits) == 1 else 0.0)  # the first wake is 5 s late
+
+    limiter = SharedRateLimiter(services.sessions, "channel:late", 1.0, sleep=sleep,
+                                monotonic=lambda: now[0])
+    await limiter.acquire()  # the first slot is now: no sleep
+    assert waits == []
+    await limiter.acquire()  # the next is 1 s away, woken 5 s late: given up, another taken
+    assert len(waits) == 2 and 0.5 < waits[0] <= 1.0

@@ -117,15 +117,21 @@ def _handler(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(payload)
 
         def do_POST(self) -> None:
+            at = time.monotonic()  # when the request arrived, before any of our work
             length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length).decode("utf-8")
+            data = self.rfile.read(length)
+            if len(data) < length:  # the sender died mid-request: Twilio accepts nothing
+                self.send_response(400)
+                self.end_headers()
+                return
+            raw = data.decode("utf-8")
             form = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
             auth = None
             header = self.headers.get("Authorization", "")
             if header.startswith("Basic "):
                 user, _, password = base64.b64decode(header[6:]).decode().partition(":")
                 auth = (user, password)
-            sent = Sent("POST", self.path, form, auth)
+            sent = Sent("POST", self.path, form, auth, at=at)
             with fake.lock:
                 fake.requests.append(sent)
                 script = fake.scripted.pop(0) if fake.scripted else None
