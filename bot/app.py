@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +18,14 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bot import admin_web
-from bot.scheduler import build_scheduler
 from bot.services import Services
 from bot.web import simulator, telegram, twilio_sms
 from bot.web.errors import QuietErrors
 from bot.web.limits import InboundLimiter
+from bot.worker import background
 from channels.telegram.polling import run_polling
 from channels.twilio_sms import TwilioSmsChannel
+from storage import coordination
 from storage.db import current_revision, head_revision, upgrade
 
 log = logging.getLogger(__name__)
@@ -53,11 +56,6 @@ def build_app(services: Services) -> FastAPI:
         await prepare_database(services)
         stop = asyncio.Event()
         tasks = []
-        if services.settings.run_dispatcher:
-            tasks.append(asyncio.create_task(services.dispatcher.run_forever(stop)))
-        scheduler = build_scheduler(services) if services.settings.run_scheduler else None
-        if scheduler is not None:
-            scheduler.start()
         settings = services.settings
         router = services.telegram
         if router is not None and settings.telegram_mode == "polling":
@@ -69,10 +67,9 @@ def build_app(services: Services) -> FastAPI:
 
             tasks.append(asyncio.create_task(run_polling(router.channel, handle, stop)))
         try:
-            yield
+            async with background(services, stop):
+                yield
         finally:
-            if scheduler is not None:
-                scheduler.shutdown(wait=False)
             stop.set()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
@@ -126,6 +123,30 @@ def build_app(services: Services) -> FastAPI:
             )
         return JSONResponse({"status": "ok"})
 
+    @app.get("/health", tags=["health"])
+    async def health() -> JSONResponse:
+        """Readiness: the database answers, and some worker (a `civicbot worker`, or this
+        single process) recorded a heartbeat within ``worker_stale_seconds``. 503 if not."""
+        try:
+            await services.check_database()
+            since = services.clock.now() - timedelta(
+                seconds=services.settings.worker_stale_seconds
+            )
+            async with services.sessions() as session:
+                live = await coordination.live_workers(session, since=since)
+        except Exception as exc:  # report, don't crash: this is what monitors poll
+            log.warning("health check failed: %s", exc.__class__.__name__)
+            return JSONResponse(
+                status_code=503, content={"database": "unreachable", "worker": "unknown"}
+            )
+        body = {
+            "database": "ok",
+            "worker": "ok" if live else "missing",
+            "workers": len(live),
+            "leader": any(w.leader for w in live),
+        }
+        return JSONResponse(status_code=200 if live else 503, content=body)
+
     settings = services.settings
     if settings.simulator_enabled:
 
@@ -145,3 +166,17 @@ def build_app(services: Services) -> FastAPI:
     if services.telegram is not None and secret is not None:
         app.include_router(telegram.router(services.telegram, secret.get_secret_value()))
     return app
+
+
+def create_app() -> FastAPI:
+    """The app built from the environment's settings: what each of ``civicbot serve
+    --workers N``'s processes runs (uvicorn imports it by name). Each process that runs the
+    background loops dispatches under its own name (``<worker name>-<pid>``)."""
+    from bot.services import build_services
+    from bot.settings import load_settings
+
+    settings = load_settings()
+    if settings.run_dispatcher:
+        name = f"{settings.worker_name}-{os.getpid()}"[-100:]
+        settings = settings.model_copy(update={"worker_name": name})
+    return build_app(build_services(settings))

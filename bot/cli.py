@@ -10,9 +10,11 @@ import asyncio
 import errno
 import getpass
 import logging
+import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -138,25 +140,41 @@ app.add_typer(accounts_cli.build(_runtime), name="admin")
 telegram_cli.add_commands(telegram_app, _runtime)
 
 
-@app.command()
-def serve(
-    host: str = typer.Option(None, help="Interface to listen on (CIVICBOT_HOST)."),
-    port: int = typer.Option(None, help="Port to listen on (CIVICBOT_PORT)."),
-) -> None:
-    """Run the web app, webhooks, the outbox dispatcher and the scheduler."""
-    import uvicorn
+SQLITE_ONE_PROCESS = (
+    "SQLite is single-process: `civicbot serve` runs the web app, the dispatcher and the "
+    "scheduler in one process. To run {what}, use PostgreSQL (CIVICBOT_DATABASE_URL="
+    "postgresql+asyncpg://...; see docs/scale.md)"
+)
+POLLING_ONE_PROCESS = (
+    "Telegram polling mode runs in the one `civicbot serve` process; to {what}, use webhook "
+    "mode (CIVICBOT_TELEGRAM_MODE=webhook)"
+)
 
-    from bot.app import StartupError, build_app, prepare_database
-    from bot.services import build_services
 
-    settings = settings_or_exit(host=host, port=port)
-    problem = _port_problem(settings.host, settings.port)
-    if problem is not None:
-        raise fail(problem)
+def _scale_problem(settings: Settings, *, workers: int, no_worker: bool) -> str | None:
+    """Why this ``serve`` layout cannot run on these settings, if it cannot."""
+    if settings.is_sqlite and workers > 1:
+        return SQLITE_ONE_PROCESS.format(what="several web processes (--workers)")
+    if settings.is_sqlite and no_worker:
+        return SQLITE_ONE_PROCESS.format(what="the web app without its worker (--no-worker)")
+    if settings.telegram_enabled and settings.telegram_mode == "polling":
+        if workers > 1:
+            return POLLING_ONE_PROCESS.format(what="run several web processes")
+        if no_worker:
+            return POLLING_ONE_PROCESS.format(what="run the web app without its worker")
+    return None
+
+
+def _quiet_logs() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # httpx logs every request URL at INFO, and the Telegram Bot API puts the token in the URL.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _check_database(settings: Settings) -> None:
+    from bot.app import StartupError, prepare_database
+    from bot.services import build_services
 
     async def check() -> None:
         services = build_services(settings)
@@ -169,6 +187,39 @@ def serve(
         run_db(check(), settings)
     except StartupError as exc:
         raise fail(str(exc)) from None
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Interface to listen on (CIVICBOT_HOST)."),
+    port: int = typer.Option(None, help="Port to listen on (CIVICBOT_PORT)."),
+    workers: int = typer.Option(
+        1, "--workers", min=1, max=64, help="Web processes (PostgreSQL only when more than 1)."
+    ),
+    no_worker: bool = typer.Option(
+        False,
+        "--no-worker",
+        help="Serve the web app and webhooks only: no dispatcher or scheduler in this "
+        "process (run `civicbot worker` beside it; PostgreSQL only).",
+    ),
+) -> None:
+    """Run the web app, webhooks, the outbox dispatcher and the scheduler."""
+    import uvicorn
+
+    from bot.app import build_app
+    from bot.services import build_services
+
+    settings = settings_or_exit(host=host, port=port)
+    problem = _scale_problem(settings, workers=workers, no_worker=no_worker)
+    if problem is not None:
+        raise fail(problem)
+    if no_worker:
+        settings = settings.model_copy(update={"run_dispatcher": False, "run_scheduler": False})
+    problem = _port_problem(settings.host, settings.port)
+    if problem is not None:
+        raise fail(problem)
+    _quiet_logs()
+    _check_database(settings)
     base = f"http://{settings.host}:{settings.port}"
     typer.secho(f"civicbot is starting on {base}", fg=typer.colors.GREEN)
     if settings.simulator_enabled:
@@ -185,7 +236,72 @@ def serve(
         "--role admin)",
         fg=typer.colors.GREEN,
     )
-    uvicorn.run(build_app(build_services(settings)), host=settings.host, port=settings.port)
+    if workers == 1:
+        uvicorn.run(build_app(build_services(settings)), host=settings.host, port=settings.port)
+        return
+    # Each of uvicorn's processes builds the app from the environment (bot.app.create_app).
+    os.environ["CIVICBOT_RUN_DISPATCHER"] = str(settings.run_dispatcher).lower()
+    os.environ["CIVICBOT_RUN_SCHEDULER"] = str(settings.run_scheduler).lower()
+    os.environ["CIVICBOT_HOST"] = settings.host
+    os.environ["CIVICBOT_PORT"] = str(settings.port)
+    uvicorn.run(
+        "bot.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+    )
+
+
+@app.command()
+def worker(
+    name: str = typer.Option(
+        None,
+        "--name",
+        help="This worker's name (CIVICBOT_WORKER_NAME; default the host name). Give each "
+        "copy on one machine its own.",
+    ),
+) -> None:
+    """Run the outbox dispatcher, the scheduler (its jobs run in one worker at a time) and the
+    periodic fetches, without the web app. Start as many as wanted against one PostgreSQL."""
+    import signal
+
+    from bot.services import build_services
+    from bot.worker import run_worker
+
+    settings = settings_or_exit(worker_name=name)
+    if settings.is_sqlite:
+        raise fail(SQLITE_ONE_PROCESS.format(what="separate workers (`civicbot worker`)"))
+    if settings.telegram_enabled and settings.telegram_mode == "polling":
+        raise fail(POLLING_ONE_PROCESS.format(what="run separate workers"))
+    settings = settings.model_copy(update={"run_dispatcher": True, "run_scheduler": True})
+    _quiet_logs()
+    _check_database(settings)
+
+    async def go() -> None:
+        from storage import coordination
+
+        services = build_services(settings)
+        try:
+            since = services.clock.now() - timedelta(seconds=settings.worker_stale_seconds)
+            async with services.sessions() as session:
+                live = await coordination.live_workers(session, since=since)
+            if any(w.name == settings.worker_name for w in live):
+                raise fail(
+                    f"a worker named {settings.worker_name} is already running (its heartbeat "
+                    f"is under {settings.worker_stale_seconds:g}s old); give this one another "
+                    "name with --name or CIVICBOT_WORKER_NAME"
+                )
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            typer.secho(f"civicbot worker {settings.worker_name} is running", fg="green")
+            await run_worker(services, stop)
+        finally:
+            await services.close()
+
+    run_db(go(), settings)
 
 
 def _port_problem(host: str, port: int) -> str | None:

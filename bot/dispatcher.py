@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -44,8 +46,15 @@ ERASE_AFTER_SEND = "erase_after_send"
 """Content flag: blank the row's address and content once it is final (FORGET's reply)."""
 
 
+class SendLimiter(Protocol):
+    """Waits until one more send to a channel fits its rate limit."""
+
+    async def acquire(self) -> None: ...
+
+
 class RateLimiter:
-    """A token bucket: at most ``rate`` sends per second, bursts of up to one second's worth."""
+    """A token bucket in this process (SQLite's single process): at most ``rate`` sends per
+    second, bursts of up to one second's worth."""
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
@@ -75,34 +84,80 @@ class Dispatcher:
         clock: Clock,
         settings: Settings,
         name: str | None = None,
+        limiters: Mapping[str, SendLimiter] | None = None,
     ) -> None:
+        """``limiters``: a send limiter per channel (shared by every process on PostgreSQL,
+        see :class:`bot.coordination.SharedRateLimiter`); a channel without one gets an
+        in-process :class:`RateLimiter` at its ``rate_per_second``."""
         self.sessions = sessions
         self.channels = channels
         self.clock = clock
         self.settings = settings
         self.name = name or settings.worker_name
-        self.limiters = {name: RateLimiter(ch.rate_per_second) for name, ch in channels.items()}
+        given = limiters or {}
+        self.limiters: dict[str, SendLimiter] = {
+            name: given.get(name) or RateLimiter(ch.rate_per_second)
+            for name, ch in channels.items()
+        }
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
         """Ask the running loop to look for work now rather than at the next poll."""
         self._wake.set()
 
+    def claim_size(self, channel: str) -> int:
+        """How many of a channel's rows one batch claims: at most about
+        ``dispatcher_claim_seconds`` of sends at the channel's rate. A small batch keeps
+        replies ahead of a broadcast across workers: a reply queued behind a batch of bulk
+        rows another worker already holds waits only until that batch is sent."""
+        rate = self.channels[channel].rate_per_second
+        wanted = math.ceil(rate * self.settings.dispatcher_claim_seconds)
+        return max(1, min(self.settings.dispatcher_batch_size, wanted))
+
     async def run_once(self) -> int:
-        """Claim and send one batch; the number of rows handled."""
+        """Claim and send one batch (replies first within each channel); the number of rows
+        handled."""
         now = self.clock.now()
+        rows: list[OutboundMessage] = []
         async with self.sessions() as session, session.begin():
-            rows = await repo.claim_due(
-                session,
-                channels=list(self.channels),
-                now=now,
-                limit=self.settings.dispatcher_batch_size,
-                lease=timedelta(seconds=self.settings.outbox_lease_seconds),
-                claimer=self.name,
-            )
-        for row in rows:
-            await self._deliver(row)
+            for channel in self.channels:
+                rows += await repo.claim_due(
+                    session,
+                    channels=[channel],
+                    now=now,
+                    limit=self.claim_size(channel),
+                    lease=timedelta(seconds=self.settings.outbox_lease_seconds),
+                    claimer=self.name,
+                )
+        rows.sort(key=lambda r: (r.priority, r.id or 0))
+        await self._deliver_all(rows)
         return len(rows)
+
+    async def _deliver_all(self, rows: list[OutboundMessage]) -> None:
+        """Send a batch, up to ``dispatcher_concurrency`` recipients at a time (each send
+        still waits for its channel's rate). One recipient's rows go one after another, in
+        order, so a person's messages never overtake each other."""
+        limit = self.settings.dispatcher_concurrency
+        if limit <= 1:
+            for row in rows:
+                await self._deliver(row)
+            return
+        queues: dict[tuple[str, str | None], list[OutboundMessage]] = {}
+        for row in rows:
+            queues.setdefault((row.channel, row.address), []).append(row)
+        gate = asyncio.Semaphore(limit)
+
+        async def one_recipient(mine: list[OutboundMessage]) -> None:
+            async with gate:
+                for row in mine:
+                    await self._deliver(row)
+
+        results = await asyncio.gather(
+            *(one_recipient(mine) for mine in queues.values()), return_exceptions=True
+        )
+        for result in results:  # the others finished; report the first failure
+            if isinstance(result, BaseException):
+                raise result
 
     async def reclaim(self) -> int:
         """Make this dispatcher's rows left mid-send by its previous run due now."""
@@ -159,13 +214,31 @@ class Dispatcher:
                     return "opted_out"
         return "send"
 
+    async def _wait_for_slot(self, row: OutboundMessage) -> str:
+        """Wait for the channel's rate slot, then send at once: the claim was renewed just
+        before (:meth:`_recheck`, a write that waits for the database to flush), so between
+        the slot and the provider there is only a read of the contact (a STOP that came during
+        the wait is still honoured). Sends then reach the provider about as evenly spaced as
+        the slots. A wait long enough to eat into the lease renews the claim again."""
+        checked = self.clock.now()
+        await self.limiters[row.channel].acquire()
+        lease = timedelta(seconds=self.settings.outbox_lease_seconds)
+        if self.clock.now() - checked > lease / 4:
+            return await self._recheck(row)
+        if row.contact_id is None or row.ignore_opt_out:
+            return "send"
+        async with self.sessions() as session:
+            contact = await session.get(Contact, row.contact_id, populate_existing=True)
+        return "opted_out" if contact is not None and contact.opted_out_at is not None else "send"
+
     async def _deliver(self, row: OutboundMessage) -> None:
         if row.address is None:
             await self._finish(row, status=OutboxStatus.CANCELLED, error="no address")
             return
         channel = self.channels[row.channel]
-        await self.limiters[row.channel].acquire()
         verdict = await self._recheck(row)
+        if verdict == "send":
+            verdict = await self._wait_for_slot(row)
         if verdict == "lost":
             return
         if verdict == "opted_out":

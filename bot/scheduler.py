@@ -5,18 +5,36 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, timedelta
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from bot.coordination import LeaderLease, leader_only
 from bot.services import Services
+from storage import coordination
 from storage import repositories as repo
 
 log = logging.getLogger(__name__)
 
 
-def build_scheduler(services: Services) -> AsyncIOScheduler:
-    """An AsyncIOScheduler with civicbot's jobs; the app's lifespan starts and stops it."""
-    scheduler = AsyncIOScheduler(timezone=UTC)
+class _Scheduler(AsyncIOScheduler):  # type: ignore[misc]
+    """With a lease, every job runs only in the process that holds it."""
+
+    def __init__(self, lease: LeaderLease | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lease = lease
+
+    def add_job(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.lease is not None:
+            func = leader_only(self.lease, func)
+        return super().add_job(func, *args, **kwargs)
+
+
+def build_scheduler(services: Services, lease: LeaderLease | None = None) -> AsyncIOScheduler:
+    """An AsyncIOScheduler with civicbot's jobs; the app's lifespan (or ``civicbot worker``)
+    starts and stops it. With ``lease``, a job runs only while this process holds it: one
+    process at a time across every worker on PostgreSQL."""
+    scheduler = _Scheduler(lease, timezone=UTC)
     every = services.settings.scheduler_interval_seconds
     scheduler.add_job(
         purge_held_reports,
@@ -24,6 +42,15 @@ def build_scheduler(services: Services) -> AsyncIOScheduler:
         args=[services],
         hours=1,
         id="purge_held_delivery_reports",
+        coalesce=True,
+        max_instances=1,
+    )
+    scheduler.add_job(
+        purge_coordination,
+        "interval",
+        args=[services],
+        hours=1,
+        id="purge_coordination",
         coalesce=True,
         max_instances=1,
     )
@@ -127,3 +154,20 @@ async def purge_held_reports(services: Services) -> int:
     if n:
         log.info("dropped %d delivery report(s) that matched no message", n)
     return n
+
+
+RATE_BUCKET_IDLE = timedelta(days=1)
+HEARTBEAT_TTL = timedelta(days=1)
+
+
+async def purge_coordination(services: Services) -> None:
+    """Forget per-chat send-rate slots a day after their last use (a fresh one behaves the
+    same) and heartbeats of workers gone a day."""
+    async with services.sessions() as session, session.begin():
+        if not services.settings.is_sqlite:
+            await coordination.purge_rate_buckets(
+                session, idle_seconds=RATE_BUCKET_IDLE.total_seconds()
+            )
+        await coordination.purge_heartbeats(
+            session, before=services.clock.now() - HEARTBEAT_TTL
+        )

@@ -17,14 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.actions import builtin_actions
 from bot.broadcast import BroadcastService
 from bot.clock import Clock, SystemClock
-from bot.dispatcher import Dispatcher
+from bot.coordination import SharedChatLimiter, SharedRateLimiter
+from bot.dispatcher import Dispatcher, SendLimiter
 from bot.pipeline import Action, Pipeline
 from bot.settings import Settings
 from bot.telegram import TelegramPollTransport, TelegramUpdates
 from channels.base import Channel
 from channels.simulator import STYLES, SimulatorChannel
 from channels.telegram.client import CHANNEL as TELEGRAM
-from channels.telegram.client import ChatLimiter, TelegramChannel
+from channels.telegram.client import ChatLimiter, ChatLimits, TelegramChannel
 from channels.telegram.router import UpdateRouter
 from channels.twilio_sms import TwilioSmsChannel
 from flows.catalogue import Catalogue, load_catalogue
@@ -93,18 +94,47 @@ def twilio_sms_channel(settings: Settings, catalogue: Catalogue) -> TwilioSmsCha
     )
 
 
-def telegram_channel(settings: Settings, catalogue: Catalogue) -> TelegramChannel:
+def telegram_channel(
+    settings: Settings,
+    catalogue: Catalogue,
+    sessions: async_sessionmaker[AsyncSession] | None = None,
+) -> TelegramChannel:
+    """With ``sessions`` on PostgreSQL, the per-chat limits are shared by every process."""
     assert settings.telegram_token is not None
+    limiter: ChatLimits
+    if sessions is not None and not settings.is_sqlite:
+        limiter = SharedChatLimiter(
+            sessions,
+            interval=settings.telegram_chat_interval_seconds,
+            group_per_minute=settings.telegram_group_per_minute,
+        )
+    else:
+        limiter = ChatLimiter(
+            interval=settings.telegram_chat_interval_seconds,
+            group_per_minute=settings.telegram_group_per_minute,
+        )
     return TelegramChannel(
         token=settings.telegram_token.get_secret_value(),
         catalogue=catalogue,
         api_base=settings.telegram_api_base,
         rate_per_second=settings.telegram_rate_per_second,
-        limiter=ChatLimiter(
-            interval=settings.telegram_chat_interval_seconds,
-            group_per_minute=settings.telegram_group_per_minute,
-        ),
+        limiter=limiter,
     )
+
+
+def send_limiters(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    channels: Mapping[str, Channel],
+) -> dict[str, SendLimiter]:
+    """On PostgreSQL each channel's send rate is one bucket in the database, shared by every
+    worker; on SQLite (one process) the dispatcher keeps its own."""
+    if settings.is_sqlite:
+        return {}
+    return {
+        name: SharedRateLimiter(sessions, f"channel:{name}", channel.rate_per_second)
+        for name, channel in channels.items()
+    }
 
 
 NEEDS_FLOWS = Path(__file__).resolve().parents[1] / "flows" / "needs"
@@ -164,13 +194,17 @@ def build_services(
         all_channels[sms.name] = sms
     telegram: TelegramChannel | None = None
     if settings.telegram_enabled:
-        telegram = telegram_channel(settings, catalogue)
+        telegram = telegram_channel(settings, catalogue, sessions)
         all_channels[telegram.name] = telegram
     all_channels.update(channels or {})
 
     engine = Engine(library, timeout=timedelta(minutes=settings.conversation_timeout_minutes))
     dispatcher = Dispatcher(
-        sessions=sessions, channels=all_channels, clock=clock, settings=settings
+        sessions=sessions,
+        channels=all_channels,
+        clock=clock,
+        settings=settings,
+        limiters=send_limiters(settings, sessions, all_channels),
     )
     pipeline = Pipeline(
         sessions=sessions,

@@ -63,6 +63,21 @@ class Settings(BaseSettings):
     worker_name: str = Field(default_factory=socket.gethostname, min_length=1, max_length=100)
     run_dispatcher: bool = True
     run_scheduler: bool = True
+    # One batch claims at most about this many seconds of sends at a channel's rate, so a reply
+    # waits behind at most that much bulk another worker already holds.
+    dispatcher_claim_seconds: float = Field(default=1.0, gt=0)
+    # Recipients one dispatcher sends to at once (each send still waits for the rate limit):
+    # more keeps a slow provider answer from holding the rate down. A crash can leave up to
+    # this many sends in flight (see docs/scale.md).
+    dispatcher_concurrency: int = Field(default=4, ge=1, le=64)
+
+    # Scale-out on PostgreSQL (several `civicbot worker` processes; see docs/scale.md). The
+    # scheduler's leader lease lasts this long and is renewed every third of it; a dead
+    # holder's lease is taken over within 4/3 of it. Workers record a heartbeat this often,
+    # and the health endpoint reports the worker missing when none is newer than the last.
+    leader_lease_seconds: float = Field(default=15.0, ge=1)
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    worker_stale_seconds: float = Field(default=30.0, gt=0)
 
     # Twilio SMS: enabled when the account SID and auth token are set; sends go from
     # ``twilio_from_number`` or through ``twilio_messaging_service_sid``.
@@ -101,6 +116,20 @@ class Settings(BaseSettings):
 
     # Admin web app (/admin): a signed-in session ends after this long without a request.
     admin_session_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+
+    @field_validator(
+        "twilio_account_sid",
+        "twilio_auth_token",
+        "twilio_from_number",
+        "twilio_messaging_service_sid",
+        "telegram_token",
+        "telegram_webhook_secret",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # CIVICBOT_X= (as a compose file passes an unset variable on) means "not set".
+        return None if value == "" else value
 
     @field_validator("database_url")
     @classmethod

@@ -4,6 +4,18 @@ that adds tables adds its module to this list."""
 
 from __future__ import annotations
 
-from storage import admin, broadcasts, models, needs, pb_rounds, phone_links, polls, tenders
+from storage import (
+    admin,
+    broadcasts,
+    coordination,
+    models,
+    needs,
+    pb_rounds,
+    phone_links,
+    polls,
+    tenders,
+)
 
-TABLE_MODULES = (models, polls, broadcasts, needs, tenders, admin, pb_rounds, phone_links)
+TABLE_MODULES = (
+    models, polls, broadcasts, needs, tenders, admin, pb_rounds, phone_links, coordination
+)

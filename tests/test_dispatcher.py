@@ -3,6 +3,7 @@ priorities and leases, on both databases."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -287,3 +288,39 @@ async def test_rows_reclaimed_after_a_lease_ran_out_are_sent_once(
         (OutboxStatus.SENT, "fake-1"),
         (OutboxStatus.SENT, "fake-2"),
     ]
+
+
+class SlowFirstChannel(FakeChannel):
+    """Twilio slow to answer one send: the send of ``slow`` waits until ``then`` has gone."""
+
+    def __init__(self, slow: str, then: str) -> None:
+        super().__init__()
+        self.slow, self.then = slow, then
+        self.went = asyncio.Event()
+
+    async def send(self, address: str, content: Content) -> str | None:
+        if content["text"] == self.slow:
+            await self.went.wait()
+        provider_id = await super().send(address, content)
+        if content["text"] == self.then:
+            self.went.set()
+        return provider_id
+
+
+async def test_a_slow_send_holds_up_only_its_own_recipient(any_services: Services) -> None:
+    """Recipients are sent to side by side (CIVICBOT_DISPATCHER_CONCURRENCY), one person's
+    messages in order: while A's first message waits for the provider, B's go, and A's
+    second waits for A's first."""
+    channel = SlowFirstChannel(slow="a1", then="b2")
+    for text, address in (("a1", "+447700900001"), ("b1", "+447700900002"),
+                          ("a2", "+447700900001"), ("b2", "+447700900002")):
+        row = OutboundMessage(
+            channel="fake", address=address, content={"text": text},
+            next_attempt_at=any_services.clock.now(), created_at=any_services.clock.now(),
+            updated_at=any_services.clock.now(),
+        )
+        async with any_services.sessions() as s, s.begin():
+            s.add(row)
+    async with asyncio.timeout(30):  # one at a time, a1 would wait for b2 for ever
+        assert await dispatcher_for(any_services, channel).run_once() == 4
+    assert [t for _, t in channel.sent] == ["b1", "b2", "a1", "a2"]

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from telegram import (
     Bot,
@@ -89,10 +89,19 @@ class SentPoll:
 # ---- rate limits per chat ---------------------------------------------------------------------
 
 
+class ChatLimits(Protocol):
+    """Waits until one more send to a chat fits Telegram's per-chat limits, or raises
+    :class:`RetryableError` when that would take too long."""
+
+    async def acquire(self, chat_id: str) -> None: ...
+
+
 class ChatLimiter:
-    """Telegram's per-chat limits: one message a second to a chat, and ``group_per_minute`` to a
-    group (negative chat ids). A short wait is slept here; a long one (a busy group) is handed
-    back as a retryable error so the dispatcher gets on with other chats."""
+    """Telegram's per-chat limits, in this process (SQLite's single process; several
+    processes on PostgreSQL share :class:`bot.coordination.SharedChatLimiter`): one message
+    a second to a chat, and ``group_per_minute`` to a group (negative chat ids). A short wait
+    is slept here; a long one (a busy group) is handed back as a retryable error so the
+    dispatcher gets on with other chats."""
 
     def __init__(
         self,
@@ -142,7 +151,7 @@ class TelegramChannel:
     api_base: str = "https://api.telegram.org"
     rate_per_second: float = 30.0
     delivery_reports: bool = False
-    limiter: ChatLimiter = field(default_factory=ChatLimiter)
+    limiter: ChatLimits = field(default_factory=ChatLimiter)
     name: str = CHANNEL
     _bot: Bot | None = field(default=None, init=False, repr=False)
     _ready: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)

@@ -12,6 +12,7 @@ fixed clock).
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import threading
@@ -53,6 +54,7 @@ class Sent:
     form: dict[str, str]
     auth: tuple[str, str] | None
     status: int = 0  # what the fake answered
+    at: float = field(default_factory=time.monotonic)  # when the fake received it
 
 
 @dataclass
@@ -115,15 +117,21 @@ def _handler(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(payload)
 
         def do_POST(self) -> None:
+            at = time.monotonic()  # when the request arrived, before any of our work
             length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length).decode("utf-8")
+            data = self.rfile.read(length)
+            if len(data) < length:  # the sender died mid-request: Twilio accepts nothing
+                self.send_response(400)
+                self.end_headers()
+                return
+            raw = data.decode("utf-8")
             form = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
             auth = None
             header = self.headers.get("Authorization", "")
             if header.startswith("Basic "):
                 user, _, password = base64.b64decode(header[6:]).decode().partition(":")
                 auth = (user, password)
-            sent = Sent("POST", self.path, form, auth)
+            sent = Sent("POST", self.path, form, auth, at=at)
             with fake.lock:
                 fake.requests.append(sent)
                 script = fake.scripted.pop(0) if fake.scripted else None
@@ -169,8 +177,9 @@ def _handler(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def fake_twilio() -> Iterator[FakeTwilio]:
+@contextlib.contextmanager
+def running_fake_twilio() -> Iterator[FakeTwilio]:
+    """The fake Twilio, serving on a loopback port for the block (tests and bench/)."""
     fake = FakeTwilio()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -182,6 +191,12 @@ def fake_twilio() -> Iterator[FakeTwilio]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def fake_twilio() -> Iterator[FakeTwilio]:
+    with running_fake_twilio() as fake:
+        yield fake
 
 
 def sign(path: str, form: dict[str, str], token: str = AUTH_TOKEN) -> str:

@@ -198,6 +198,7 @@ async def test_scheduler_has_its_jobs(tg: TelegramBot) -> None:
     assert sorted(job.id for job in scheduler.get_jobs()) == [
         "needs_open_close_due",
         "pb_rounds_open_close_due",
+        "purge_coordination",
         "purge_held_delivery_reports",
         "send_scheduled_broadcasts",
         "telegram_close_due_polls",

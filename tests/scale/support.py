@@ -1,0 +1,94 @@
+"""Helpers for the scale-out tests and benchmarks: queue outbox rows, run dispatchers until a
+condition holds, and count sends per sliding second."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from sqlalchemy import func, insert, select
+
+from bot.services import Services
+from storage.models import OutboundMessage, OutboxStatus, Priority
+
+
+async def enqueue(
+    services: Services,
+    texts: Sequence[str],
+    *,
+    channel: str = "sms",
+    priority: int = Priority.BULK,
+    address: Callable[[int], str] = lambda i: f"+4477009{i % 100000:05d}",
+) -> None:
+    """Queue one outbox row per text (as a broadcast does), due now."""
+    now = services.clock.now()
+    rows: list[dict[str, Any]] = [
+        {
+            "channel": channel,
+            "address": address(i),
+            "content": {"text": text},
+            "priority": priority,
+            "ignore_opt_out": False,
+            "status": OutboxStatus.QUEUED,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i, text in enumerate(texts)
+    ]
+    async with services.sessions() as session, session.begin():
+        for start in range(0, len(rows), 1000):
+            await session.execute(insert(OutboundMessage), rows[start : start + 1000])
+
+
+async def status_counts(services: Services) -> dict[str, int]:
+    async with services.sessions() as session:
+        query = select(OutboundMessage.status, func.count()).group_by(OutboundMessage.status)  # type: ignore[arg-type]
+        return {str(s): int(n) for s, n in (await session.execute(query)).all()}
+
+
+async def senders(services: Services) -> dict[str, int]:
+    """Sent rows per dispatcher name."""
+    async with services.sessions() as session:
+        query = (
+            select(OutboundMessage.claimed_by, func.count())  # type: ignore[arg-type]
+            .where(OutboundMessage.status == OutboxStatus.SENT)  # type: ignore[arg-type]
+            .group_by(OutboundMessage.claimed_by)
+        )
+        return {str(s): int(n) for s, n in (await session.execute(query)).all()}
+
+
+@contextlib.asynccontextmanager
+async def dispatching(workers: Sequence[Services]) -> AsyncIterator[None]:
+    """Every worker's dispatcher runs its loop for the block."""
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(w.dispatcher.run_forever(stop)) for w in workers]
+    try:
+        yield
+    finally:
+        stop.set()
+        for w in workers:
+            w.dispatcher.wake()
+        await asyncio.gather(*tasks)
+
+
+async def until(condition: Callable[[], bool], *, timeout: float, every: float = 0.05) -> None:
+    """Wait for ``condition`` (what the test waits for, not how long it takes)."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(every)
+
+
+def busiest_window(times: Sequence[float], window: float = 1.0) -> int:
+    """The most sends in any sliding ``window`` seconds (half-open)."""
+    ordered = sorted(times)
+    best, j = 0, 0
+    for i, start in enumerate(ordered):
+        j = max(j, i)
+        while j < len(ordered) and ordered[j] < start + window:
+            j += 1
+        best = max(best, j - i)
+    return best
