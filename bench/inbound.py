@@ -98,7 +98,7 @@ def server_env(database_url: str) -> dict[str, str]:
         "CIVICBOT_TELEGRAM_TOKEN": "123456:bench",
         "CIVICBOT_TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
         "CIVICBOT_TELEGRAM_API_BASE": "http://127.0.0.1:9",  # private messages need no call
-        "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT)]),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")]),  # ROOT first: bench/admin.py
     }
 
 
@@ -324,6 +324,73 @@ def drop_database(admin_url: str, name: str) -> None:
     asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+# ---- profiling ---------------------------------------------------------------------------------
+
+
+async def _profiled(
+    database_url: str, target: str, count: int, concurrency: int, out: str | None
+) -> None:
+    """``count`` requests through the app in this process (no server, no sockets), under
+    cProfile; prints where the time goes."""
+    import cProfile
+    import pstats
+
+    import httpx
+
+    for name, value in server_env(database_url).items():
+        os.environ[name] = value
+    sys.path.insert(0, str(ROOT))  # before bench/: its admin.py is not the admin package
+    built = app()
+    async with built.router.lifespan_context(built):
+        transport = httpx.ASGITransport(app=built)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            make = telegram_request if target == "telegram" else sms_request
+
+            async def send(numbers: range, batch: Any) -> None:
+                for n in numbers:
+                    body, headers = make(n, batch)
+                    response = await client.post(PATHS[target], content=body, headers=headers)
+                    assert response.status_code == 200, response.text
+
+            async def drive(start: int, batch: Any) -> float:
+                per = count // concurrency
+                began = time.perf_counter()
+                await asyncio.gather(
+                    *(send(range(start + k * per, start + (k + 1) * per), batch)
+                      for k in range(concurrency))
+                )  # fmt: skip
+                return per * concurrency / (time.perf_counter() - began)
+
+            batch = secrets.token_hex(3) if target != "telegram" else 10**9
+            await drive(0, batch)  # warm up: the same people, their first messages
+            profile = cProfile.Profile(time.thread_time)  # CPU time: a busy machine adds no noise
+            profile.enable()
+            rate = await drive(count, batch)
+            profile.disable()
+    print(f"{target}: {rate:.1f} msgs/s in process, under the profiler")
+    stats = pstats.Stats(profile)
+    if out:
+        stats.dump_stats(out)  # for pstats or snakeviz
+    stats.sort_stats("cumulative").print_stats(45)
+    stats.sort_stats("tottime").print_stats(30)
+
+
+def profile(args: argparse.Namespace) -> None:
+    databases = [d for d in args.databases.split(",") if d]
+    target = args.targets.split(",")[0]
+    if databases[0] == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            url = f"sqlite+aiosqlite:///{Path(folder) / 'bench.db'}"
+            asyncio.run(_upgrade(url))
+            asyncio.run(_profiled(url, target, args.profile, args.concurrency, args.profile_out))
+        return
+    url, name = postgres_database(args.postgres)
+    try:
+        asyncio.run(_profiled(url, target, args.profile, args.concurrency, args.profile_out))
+    finally:
+        drop_database(args.postgres, name)
+
+
 # ---- the runs ---------------------------------------------------------------------------------
 
 
@@ -379,7 +446,18 @@ def main() -> None:
         default="postgresql+asyncpg://root@127.0.0.1:5432/postgres",
         help="a PostgreSQL database to connect to for creating the throwaway one",
     )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="N",
+        help="instead: N requests of the first target, in process, on the first database, "
+        "under cProfile",
+    )
+    parser.add_argument("--profile-out", metavar="FILE", help="with --profile: save the stats")
     args = parser.parse_args()
+    if args.profile:
+        profile(args)
+        return
     targets = [t for t in args.targets.split(",") if t]
     unknown = set(targets) - set(PATHS)
     if unknown or not targets:
