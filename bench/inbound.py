@@ -57,7 +57,7 @@ BARE_PATH = "/bench/bare"
 PATHS = {"bare": BARE_PATH, "sms": SMS_PATH, "telegram": TELEGRAM_PATH}
 # What people send while onboarding; each phone (or Telegram user) walks through it.
 SCRIPT = ["JOIN", "1", "1", "CF10 1EP", "2", "MENU", "3", "HELP"]
-PEOPLE = 5000  # distinct senders: a burst from many people, not a flood from a few
+PEOPLE = 300  # distinct senders, each a few messages into the script during a run
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 
@@ -98,8 +98,58 @@ def server_env(database_url: str) -> dict[str, str]:
         "CIVICBOT_TELEGRAM_TOKEN": "123456:bench",
         "CIVICBOT_TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
         "CIVICBOT_TELEGRAM_API_BASE": "http://127.0.0.1:9",  # private messages need no call
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")]),  # ROOT first: bench/admin.py
+        # the repository first: bench/admin.py is not the admin package
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")]),
     }
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time these processes have used so far (Linux ``/proc``); a process
+    that has gone counts nothing."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
+
+
+def group_pids(pgid: int) -> list[int]:
+    """The processes in process group ``pgid`` (the server and its workers)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                pids.append(int(entry.name))
+    return pids
+
+
+async def _backend_pids(url: str) -> list[int]:
+    """PostgreSQL's server processes connected to ``url``'s database (same machine)."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT pid FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            return [int(pid) for (pid,) in rows]
+    finally:
+        await engine.dispose()
 
 
 class Server:
@@ -201,6 +251,13 @@ class Figures:
     errors: int
     statuses: dict[str, int]
     latencies: list[float]
+    web_cpu: float = 0.0  # CPU seconds the web processes used during the run
+    db_cpu: float | None = None  # and PostgreSQL's server processes (None on SQLite)
+
+    def per_message_ms(self, seconds: float | None) -> str:
+        if seconds is None or not self.ok:
+            return "-"
+        return f"{seconds / self.ok * 1000:.2f}"
 
     @property
     def rate(self) -> float:
@@ -403,10 +460,11 @@ def report(setup: str, figures: Figures, bare: Figures | None) -> None:
     ratio = f"{figures.rate / bare.rate:5.2f}" if bare and bare.rate else "    -"
     other = ", ".join(f"{k}: {v}" for k, v in sorted(figures.statuses.items()))
     print(
-        f"{setup:<22} {figures.target:<9} {figures.rate:8.1f} "
+        f"{setup:<18} {figures.target:<9} {figures.rate:7.1f} "
         f"{figures.percentile(50) * 1000:7.1f} {figures.percentile(95) * 1000:7.1f} "
         f"{figures.percentile(99) * 1000:7.1f} {figures.timeouts:8d} {figures.errors:6d} "
-        f"{ratio}" + (f"  ({other})" if other else ""),
+        f"{ratio} {figures.per_message_ms(figures.web_cpu):>8} "
+        f"{figures.per_message_ms(figures.db_cpu):>7}" + (f"  ({other})" if other else ""),
         flush=True,
     )
 
@@ -421,11 +479,19 @@ def run_setup(
         for target in targets:
             load(server.base, target, 2.0, args.concurrency, args.timeout, 10**9)
         bare: Figures | None = None
+        web = group_pids(server.process.pid)
+        backends = [] if database_url.startswith("sqlite") else asyncio.run(
+            _backend_pids(database_url)
+        )
         for number, target in enumerate(targets):
+            web_before, db_before = cpu_seconds(web), cpu_seconds(backends)
             figures = load(
                 server.base, target, args.duration, args.concurrency, args.timeout,
                 number * 10**8,
             )  # fmt: skip
+            figures.web_cpu = cpu_seconds(web) - web_before
+            if backends:
+                figures.db_cpu = cpu_seconds(backends) - db_before
             if target == "bare":
                 bare = figures
             report(setup, figures, bare)
@@ -478,9 +544,11 @@ def main() -> None:
         f"timeout {args.timeout:g} s"
     )
     header = (
-        f"{'setup':<22} {'target':<9} {'msgs/s':>8} {'p50 ms':>7} {'p95 ms':>7} "
-        f"{'p99 ms':>7} {'timeouts':>8} {'errors':>6} {'ratio'}"
+        f"{'setup':<18} {'target':<9} {'msgs/s':>7} {'p50 ms':>7} {'p95 ms':>7} "
+        f"{'p99 ms':>7} {'timeouts':>8} {'errors':>6} {'ratio'} {'web CPU':>8} {'db CPU':>7}"
     )
+    print("(web CPU, db CPU: CPU milliseconds per answered request in the web processes and")
+    print(" in PostgreSQL's server processes: less noisy than rates on a busy machine)")
     print(header, flush=True)
     if "sqlite" in databases:
         with tempfile.TemporaryDirectory() as folder:
