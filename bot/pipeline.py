@@ -5,9 +5,10 @@ For an inbound message:
 
 1. take the in-process lock for the conversation (channel + address), FIFO, so a burst of
    messages from one person is handled one at a time and in arrival order;
-2. store the message, unique on (channel, provider id): a redelivery stops here;
-3. find or create the identity and contact and lock the identity row (``FOR UPDATE`` on
-   PostgreSQL, so the lock holds across processes), then load the conversation state;
+2. lock the identity row of someone already known (``FOR UPDATE`` on PostgreSQL, so the
+   lock holds across processes) and read their contact and conversation state after it;
+3. store the message, unique on (channel, provider id): a redelivery stops here; for
+   someone new, create the identity and contact now and lock them the same way;
 4. if the channel pages long content (:class:`channels.base.Pager`) and this asks for the
    next page, queue it and stop (the engine never sees pages);
 5. if it is a tap on a keyboard (:class:`channels.base.Taps`), read the keyboard's stored
@@ -196,6 +197,13 @@ class Pipeline:
         self, session: AsyncSession, channel: Channel, message: InboundMessage
     ) -> InboundResult:
         now = self.clock.now()
+        # Someone we know (nearly every message): lock them, then store the message already
+        # linked to them. Someone new: store the message first, so a redelivery stops before
+        # anyone is created, then create them. Either way the lock is held before the state
+        # is read, and a redelivery stores and changes nothing.
+        known = await repo.lock_existing_identity(
+            session, channel=message.channel, address=message.address
+        )
         inbound_id = await repo.record_inbound(
             session,
             channel=message.channel,
@@ -204,19 +212,25 @@ class Pipeline:
             text=message.text,
             raw=dict(message.raw),
             now=now,
+            contact_id=None if known is None else known[1].id,
         )
         if inbound_id is None:
             return InboundResult(duplicate=True)
-
-        identity, contact = await repo.lock_identity(
-            session,
-            channel=message.channel,
-            address=message.address,
-            now=now,
-            language=self.default_language,
-        )
+        if known is None:
+            identity, contact = await repo.lock_identity(
+                session,
+                channel=message.channel,
+                address=message.address,
+                now=now,
+                language=self.default_language,
+            )
+            assert contact.id is not None
+            await repo.link_inbound(session, inbound_id=inbound_id, contact_id=contact.id)
+            loaded = None
+        else:
+            identity, contact, conversation = known
+            loaded = (conversation, _state_of(conversation))
         assert identity.id is not None and contact.id is not None
-        await repo.link_inbound(session, inbound_id=inbound_id, contact_id=contact.id)
         if message.name and identity.display_name != message.name:
             identity.display_name = message.name  # staff find people by it (admin web)
         work = _Work(
@@ -247,7 +261,7 @@ class Pipeline:
         else:
             inp = UserInput(text=message.text[: self.max_text_chars], payload=message.payload)
 
-        conversation, state = await self._load_state(session, identity)
+        conversation, state = loaded or await self._load_state(session, identity)
         step = self.engine.step(state, contact_view(contact), inp, now)
         state = await self._run(work, step, keyboard, meaning)
         await self._save_state(work, identity, conversation, state)
@@ -310,13 +324,13 @@ class Pipeline:
             found = await repo.lock_existing_identity(session, channel=channel, address=address)
             if found is None:
                 return StartResult()
-            identity, contact = found
+            identity, contact, conversation = found
             if contact.erased_at is not None:
                 return StartResult()
             if claim is not None and not await claim(session, contact):
                 return StartResult()
             work = _Work(session, chosen, address, contact, now, None, priority)
-            conversation, state = await self._load_state(session, identity)
+            state = _state_of(conversation)
             step = self.engine.start(
                 state, contact_view(contact), flow_id, now, dict(variables or {})
             )
@@ -333,9 +347,7 @@ class Pipeline:
     ) -> tuple[Conversation | None, ConversationState]:
         assert identity.id is not None
         conversation = await repo.get_conversation(session, identity_id=identity.id)
-        if conversation is None:
-            return None, ConversationState()
-        return conversation, ConversationState.model_validate(conversation.state)
+        return conversation, _state_of(conversation)
 
     async def _run(
         self,
@@ -476,6 +488,12 @@ class Pipeline:
                 session, actor="contact", action="erased", subject=f"contact:{contact.id}", now=now
             )
             work.erased = True
+
+
+def _state_of(conversation: Conversation | None) -> ConversationState:
+    if conversation is None:
+        return ConversationState()
+    return ConversationState.model_validate(conversation.state)
 
 
 def _update_contact(contact: Contact, name: str, value: Any, now: datetime) -> None:

@@ -57,13 +57,19 @@ MORE_WORDS = frozenset({"MORE", "MWY"})
 _TOKENS = re.compile(r"\S{1,30}|\s+")
 
 
+# These run on every reply (several times while a long one is paged), so they work on whole
+# strings (set and str methods) rather than character by character in Python.
+_GSM7 = GSM7_BASIC | GSM7_EXTENDED
+_TO_GSM7 = str.maketrans(_REPLACEMENTS)
+
+
 def to_gsm7_where_possible(text: str) -> str:
     """Replace typographic quotes, dashes, ellipses and odd spaces with GSM-7 equivalents."""
-    return "".join(_REPLACEMENTS.get(ch, ch) for ch in text)
+    return text.translate(_TO_GSM7)
 
 
 def is_gsm7(text: str) -> bool:
-    return all(ch in GSM7_BASIC or ch in GSM7_EXTENDED for ch in text)
+    return _GSM7.issuperset(text)
 
 
 def segment_count(text: str) -> int:
@@ -71,7 +77,7 @@ def segment_count(text: str) -> int:
     if not text:
         return 1
     if is_gsm7(text):
-        units = sum(2 if ch in GSM7_EXTENDED else 1 for ch in text)
+        units = len(text) + sum(text.count(ch) for ch in GSM7_EXTENDED)  # escaped: 2 each
         return 1 if units <= 160 else -(-units // 153)
     units = len(text.encode("utf-16-le")) // 2
     return 1 if units <= 70 else -(-units // 67)

@@ -24,6 +24,11 @@ from sqlalchemy.ext.asyncio import (
 )
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Connections each process keeps open, and how many more it may open for a burst. SQLAlchemy's
+# default (5 kept) meant a web process under 16 concurrent webhooks opened and closed a
+# connection per request beyond the fifth: a new PostgreSQL server process each time.
+POOL_SIZE = 20
+MAX_OVERFLOW = 10
 
 
 def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
@@ -33,12 +38,20 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(
-            url, connect_args={"timeout": 30}, hide_parameters=True, **kwargs
+            url, connect_args={"timeout": 30}, hide_parameters=True, **_pool(url, kwargs)
         )
         _configure_sqlite(engine)
         return engine
     # hide_parameters: an error's message never carries what people wrote or their numbers
-    return create_async_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
+    return create_async_engine(url, pool_pre_ping=True, hide_parameters=True, **_pool(url, kwargs))
+
+
+def _pool(url: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The pool sizes unless the caller chose a pool (an in-memory SQLite database has its
+    own single-connection pool, which takes no sizes)."""
+    if "poolclass" in kwargs or url.database in (None, "", ":memory:"):
+        return kwargs
+    return {"pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW, **kwargs}
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -58,8 +58,10 @@ async def record_inbound(
     text: str,
     raw: dict[str, Any],
     now: datetime,
+    contact_id: int | None = None,
 ) -> int | None:
-    """Store an inbound message; None when this provider id was seen before (a redelivery)."""
+    """Store an inbound message (from ``contact_id`` when already known); None when this
+    provider id was seen before (a redelivery)."""
     stmt = (
         _insert(session, InboundMessage)
         .values(
@@ -69,6 +71,7 @@ async def record_inbound(
             text=text,
             raw=raw,
             received_at=now,
+            contact_id=contact_id,
         )
         .on_conflict_do_nothing(index_elements=["channel", "provider_id"])
         .returning(col(InboundMessage.id))
@@ -115,8 +118,15 @@ async def lock_identity(
 
 async def lock_existing_identity(
     session: AsyncSession, *, channel: str, address: str
-) -> tuple[ChannelIdentity, Contact] | None:
-    """Like :func:`lock_identity` for an address we already know; None for one we don't."""
+) -> tuple[ChannelIdentity, Contact, Conversation | None] | None:
+    """Like :func:`lock_identity` for an address we already know, with its conversation (None
+    before the first); None for an address we don't know.
+
+    The identity row is locked first; the contact and conversation are read after, in one
+    query, so they are what the last holder of the lock committed. (Reading them in the same
+    statement as the lock would not do: on PostgreSQL a ``SELECT ... FOR UPDATE OF`` that
+    waits for the lock re-reads only the locked row, and would return the contact as it was
+    before the wait.)"""
     query = (
         select(ChannelIdentity)
         .where(col(ChannelIdentity.channel) == channel, col(ChannelIdentity.address) == address)
@@ -126,9 +136,14 @@ async def lock_existing_identity(
     identity = (await session.execute(query)).scalar_one_or_none()
     if identity is None:
         return None
-    contact = await session.get(Contact, identity.contact_id, populate_existing=True)
-    assert contact is not None
-    return identity, contact
+    rows = await session.execute(
+        select(Contact, Conversation)
+        .outerjoin(Conversation, col(Conversation.identity_id) == identity.id)
+        .where(col(Contact.id) == identity.contact_id)
+        .execution_options(populate_existing=True)
+    )
+    contact, conversation = rows.one()
+    return identity, contact, conversation
 
 
 async def find_identity(

@@ -33,6 +33,9 @@ from bot.services import Services
 from storage.models import ChannelIdentity, Contact, InboundMessage, OutboundMessage
 
 EXAMPLES = int(os.environ.get("CIVICBOT_FUZZ_EXAMPLES", "2000"))
+FUZZ_TIMEOUT = max(900, EXAMPLES // 2)
+"""Seconds a fuzz test may take: 900 for CI's examples, more for a larger run (a busy
+machine answers some hundreds of requests a minute through the whole path)."""
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,

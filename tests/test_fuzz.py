@@ -18,6 +18,7 @@ from tests.conftest import load_demo_wards, make_settings, start_services
 from tests.fuzzing import (
     ANY_TEXT,
     FUZZ,
+    FUZZ_TIMEOUT,
     JUNK,
     PHONES,
     PLAIN_TEXT,
@@ -89,7 +90,7 @@ async def harness(
     await services.close()
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(FUZZ_TIMEOUT)
 @FUZZ
 @given(body=BODIES, content_type=CONTENT_TYPES)
 async def test_simulator_api_fuzz(harness: Harness, body: bytes, content_type: str) -> None:

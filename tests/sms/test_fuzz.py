@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from bot.web.twilio_sms import MAX_BODY_BYTES, STATUSES
 from tests.fuzzing import (
     FUZZ,
+    FUZZ_TIMEOUT,
     MARKER,
     PHONES,
     PLAIN_TEXT,
@@ -141,7 +142,7 @@ def with_attempt(harness: Harness, attempt: int | str | None) -> str:
     return f"{STATUS}?{urlencode({'attempt': attempt})}"
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(FUZZ_TIMEOUT)
 @FUZZ
 @given(
     form=weighted((12, INBOUND_FORMS), (1, RAW_FORMS)),
@@ -154,7 +155,7 @@ async def test_twilio_inbound_fuzz(
     await post(harness, INBOUND, form, signature, content_type)
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(FUZZ_TIMEOUT)
 @FUZZ
 @given(
     form=weighted((12, STATUS_FORMS), (1, RAW_FORMS)),

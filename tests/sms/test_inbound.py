@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -13,6 +14,7 @@ from sqlalchemy import select
 
 from bot.clock import FixedClock
 from bot.services import build_services
+from bot.web.twilio_sms import MAX_BODY_BYTES
 from flows.events import MessageCreated
 from storage.models import (
     Contact,
@@ -155,6 +157,31 @@ async def test_sender_that_is_not_a_phone_number_is_acknowledged_and_ignored(
 ) -> None:
     await sms_bot.text("hello", sender="VODAFONE")
     assert await sms_bot.count(InboundMessage) == 0
+
+
+@pytest.mark.parametrize("path", [INBOUND, "/webhooks/twilio/status"])
+async def test_both_sms_webhooks_refuse_an_oversized_body_while_reading_it(
+    sms_bot: SmsBot, path: str
+) -> None:
+    """413 for a body past the limit, whether its length is declared or it just keeps
+    coming (then reading stops soon after the limit, not at the end); nothing is stored."""
+    pulled = 0
+
+    async def hundred_megabytes() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        yield b"Body="
+        for _ in range(1600):
+            pulled += 1
+            yield b"x" * 65536
+
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    streamed = await sms_bot.client.post(path, content=hundred_megabytes(), headers=form)
+    assert streamed.status_code == 413, streamed.text
+    assert pulled * 65536 <= MAX_BODY_BYTES + 65536
+    declared = await sms_bot.client.post(path, content=b"x" * (MAX_BODY_BYTES + 1), headers=form)
+    assert declared.status_code == 413
+    assert await sms_bot.count(InboundMessage) == 0
+    assert await sms_bot.count(OutboundMessage) == 0
 
 
 async def test_malformed_webhooks_get_4xx_not_500(sms_bot: SmsBot) -> None:
