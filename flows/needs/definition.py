@@ -102,16 +102,11 @@ class _Lines:
         return self.lines.get(path, 1)
 
 
-def parse_definition(
-    text: str,
-    *,
-    known_wards: Collection[str] | None = None,
-    census_dimensions: Collection[str] | None = None,
-    now: datetime | None = None,
-) -> Definition:
-    """The definition in ``text``; raises :class:`DefinitionError` with every problem found.
-    ``known_wards`` and ``census_dimensions`` (when given) are what ``wards`` and
-    ``about_you`` may name; with ``now``, a closing time already past is refused."""
+def read_mapping(text: str, expected: str) -> tuple[dict[str, Any], _Lines]:
+    """A definition file's top-level mapping and the line of every key in it (duplicated
+    keys in ``lines.duplicates``); raises :class:`DefinitionError` for a file over
+    :data:`MAX_FILE_BYTES`, YAML that does not parse (with its line), or anything but a
+    mapping (``expected`` names its first fields). Shared by every YAML definition file."""
     if len(text.encode("utf-8", "replace")) > MAX_FILE_BYTES:
         raise DefinitionError([f"line 1: the file is larger than {MAX_FILE_BYTES} bytes"])
     lines = _Lines()
@@ -124,8 +119,22 @@ def parse_definition(
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise DefinitionError([f"line {line}: not valid YAML: {reason}"]) from None
     if node is None or not isinstance(data, dict):
-        raise DefinitionError(["line 1: expected a mapping with id, title, categories, ..."])
+        raise DefinitionError([f"line 1: expected a mapping with {expected}"])
     lines.walk(node, ())
+    return data, lines
+
+
+def parse_definition(
+    text: str,
+    *,
+    known_wards: Collection[str] | None = None,
+    census_dimensions: Collection[str] | None = None,
+    now: datetime | None = None,
+) -> Definition:
+    """The definition in ``text``; raises :class:`DefinitionError` with every problem found.
+    ``known_wards`` and ``census_dimensions`` (when given) are what ``wards`` and
+    ``about_you`` may name; with ``now``, a closing time already past is refused."""
+    data, lines = read_mapping(text, "id, title, categories, ...")
     problems: list[tuple[int, str]] = [(n, f"{k!r} is given twice") for n, k in lines.duplicates]
 
     def problem(message: str, *path: Any) -> None:

@@ -30,16 +30,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeGuard
 
-import yaml
-
 from flows.needs.definition import (
     ID_PATTERN,
-    MAX_FILE_BYTES,
     DefinitionError,
-    _Lines,
     _show,
     _texts,
     _when,
+    read_mapping,
 )
 from flows.pb.rules import APPROVAL_ONLY, RULES
 
@@ -113,20 +110,7 @@ def parse_round(
     """The round in ``text``; raises :class:`DefinitionError` with every problem found.
     ``known_wards`` (when given) are what ``wards`` and a project's ``ward`` may name; with
     ``now``, a ``voting_close`` already past is refused."""
-    if len(text.encode("utf-8", "replace")) > MAX_FILE_BYTES:
-        raise DefinitionError([f"line 1: the file is larger than {MAX_FILE_BYTES} bytes"])
-    lines = _Lines()
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise DefinitionError([f"line {line}: not valid YAML: {reason}"]) from None
-    if node is None or not isinstance(data, dict):
-        raise DefinitionError(["line 1: expected a mapping with id, title, budget, ballot, ..."])
-    lines.walk(node, ())
+    data, lines = read_mapping(text, "id, title, budget, ballot, ...")
     problems: list[tuple[int, str]] = [(n, f"{k!r} is given twice") for n, k in lines.duplicates]
 
     def problem(message: str, *path: Any) -> None:

@@ -6,7 +6,6 @@ transaction; each announcement reaches residents in scope once, in their languag
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import httpx
@@ -28,20 +27,6 @@ from tests.rounds.pbcore_support import PROJECTS, bulk_to, cast, contact_of, res
 from tests.telegram.conftest import TelegramBot, fake_api, tg  # noqa: F401, F811 (fixtures)
 
 OPEN = datetime(2026, 2, 1, 9, tzinfo=UTC)
-
-
-@pytest.fixture
-async def bot(
-    database_url: str, clock: FixedClock
-) -> AsyncIterator[tuple[Services, httpx.AsyncClient]]:
-    settings = make_settings(database_url, run_scheduler=False, simulator_per_minute=100_000)
-    services = build_services(settings, clock=clock)
-    await upgrade(services.db)
-    await load_demo_wards(services)
-    transport = httpx.ASGITransport(app=build_app(services))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        yield services, client
-    await services.close()
 
 
 async def audit_actions(services: Services) -> list[str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from bot.app import build_app
 from bot.cli import app as cli
 from bot.clock import FixedClock
-from bot.services import Services, build_services
+from bot.services import Services
 from flows.pb.pabulib import parse_pabulib
-from storage.db import upgrade
-from tests.conftest import load_demo_wards, make_settings
 from tests.rounds.pbcore_support import PROJECTS, bulk_to, cast, contact_of, resident, round_yaml
 
 OPEN = datetime(2026, 2, 1, 9, tzinfo=UTC)
@@ -35,20 +31,6 @@ REASONS = {
     "no-longer-fit": "the budget left after more-voted projects was too small",
     "count-stopped": "the count stopped at a project that did not fit the budget left",
 }
-
-
-@pytest.fixture
-async def bot(
-    database_url: str, clock: FixedClock
-) -> AsyncIterator[tuple[Services, httpx.AsyncClient]]:
-    settings = make_settings(database_url, run_scheduler=False, simulator_per_minute=100_000)
-    services = build_services(settings, clock=clock)
-    await upgrade(services.db)
-    await load_demo_wards(services)
-    transport = httpx.ASGITransport(app=build_app(services))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        yield services, client
-    await services.close()
 
 
 def ballot_of(kind: str, rng: random.Random) -> tuple[list[str], list[int] | None]:
