@@ -27,6 +27,7 @@ from typing import Any, ParamSpec
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock
+from channels import pacing
 from channels.errors import RetryableError
 from channels.logs import log_failure
 from storage import coordination as store
@@ -34,7 +35,6 @@ from storage import coordination as store
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 SCHEDULER_LEASE = "scheduler"
-LATE_MIN = 0.02  # seconds a send may follow its slot before the slot is given up
 
 
 class LeaderLease:
@@ -120,8 +120,10 @@ def leader_only(
 class SharedRateLimiter:
     """At most ``rate`` sends a second across every process sharing ``key``: each send
     reserves the next slot in the database and sleeps exactly until it (no polling, so the
-    workers together reach the full rate). The slots are spaced evenly, so any one second
-    holds at most ``rate`` of them."""
+    workers together reach the rate). Slots are spaced with :mod:`channels.pacing`'s margin
+    for lateness, and a sender that wakes too late for its slot gives it up and takes
+    another, so sends reaching the provider up to ``margin`` seconds after their slot never
+    put more than ``rate`` into any second."""
 
     def __init__(
         self,
@@ -129,41 +131,63 @@ class SharedRateLimiter:
         key: str,
         rate: float,
         *,
+        margin: float = pacing.DEFAULT_MARGIN,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sessions = sessions
         self.key = key
         self.rate = rate
+        self.margin = margin
+        self.spacing = pacing.spacing(1.0 / rate, 1.0, margin)
         self.sleep = sleep
         self.monotonic = monotonic
 
     async def acquire(self) -> None:
-        """Reserve a slot and sleep until it. A process that wakes more than one interval
-        after its slot (starved of CPU, say) gives the slot up and reserves another: sending
-        that late would bunch its send with the next ones on time, and a provider counting
-        per second would see more than the rate."""
-        interval = 1.0 / self.rate
+        given_up = 0
         while True:
-            async with self.sessions() as session, session.begin():
-                slot = await store.reserve_slot(
-                    session, key=self.key, interval=interval, max_wait=60.0
-                )
+            slot, late = await wait_for_slot(
+                self.sessions, self.key, self.spacing, 60.0, self.sleep, self.monotonic
+            )
             if not slot.granted:
                 await self.sleep(min(slot.wait, 60.0))  # more than a minute queued: rare
-                continue
-            due = self.monotonic() + slot.wait
-            if slot.wait > 0:
-                await self.sleep(slot.wait)
-            if self.monotonic() - due <= max(interval, LATE_MIN):
+            elif pacing.on_time(late, self.margin) or given_up >= pacing.GIVE_UPS:
                 return
+            else:
+                given_up += 1
+
+
+async def wait_for_slot(
+    sessions: async_sessionmaker[AsyncSession],
+    key: str,
+    spacing: float,
+    max_wait: float,
+    sleep: Callable[[float], Awaitable[None]],
+    monotonic: Callable[[], float],
+) -> tuple[store.Slot, float]:
+    """Reserve the next slot of bucket ``key`` and, when granted, sleep until it. Returns the
+    slot and how many seconds after it this process woke. The slot's time is by the
+    database's clock, somewhere within the statement's round trip: the sleep ends at its
+    latest (never early), and the lateness is counted from its earliest (never understated)."""
+    async with sessions() as session, session.begin():
+        sent = monotonic()
+        slot = await store.reserve_slot(session, key=key, interval=spacing, max_wait=max_wait)
+        answered = monotonic()
+    if not slot.granted:
+        return slot, 0.0
+    remaining = answered + slot.wait - monotonic()
+    if remaining > 0:
+        await sleep(remaining)
+    return slot, monotonic() - (sent + slot.wait)
 
 
 class SharedChatLimiter:
     """Telegram's per-chat limits across every process: one message every ``interval``
     seconds to a chat, and ``group_per_minute`` a minute to a group (negative chat ids),
-    spaced evenly. A wait up to ``max_wait`` is slept; a longer one is handed back as a
-    retryable error (nothing reserved) so the dispatcher gets on with other chats."""
+    spaced evenly with :mod:`channels.pacing`'s margin. A wait up to ``max_wait`` is slept; a
+    longer one is handed back as a retryable error (nothing reserved) so the dispatcher gets on
+    with other chats. (No slot is given up for a late wake here: Telegram's per-chat limits
+    are soft, and its 429 answers are retried after the time they name.)"""
 
     def __init__(
         self,
@@ -172,33 +196,36 @@ class SharedChatLimiter:
         interval: float = 1.0,
         group_per_minute: int = 20,
         max_wait: float = 5.0,
+        margin: float = pacing.DEFAULT_MARGIN,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sessions = sessions
         self.interval = interval
         self.group_per_minute = group_per_minute
         self.max_wait = max_wait
+        self.margin = margin
         self.sleep = sleep
+        self.monotonic = monotonic
 
     async def acquire(self, chat_id: str) -> None:
         if chat_id.startswith("-"):
             key = f"telegram:group:{chat_id}"
             interval = max(self.interval, 60.0 / self.group_per_minute)
+            window = 60.0
         else:
             key = f"telegram:chat:{chat_id}"
-            interval = self.interval
+            interval = window = self.interval
         if interval <= 0:
             return
-        async with self.sessions() as session, session.begin():
-            slot = await store.reserve_slot(
-                session, key=key, interval=interval, max_wait=self.max_wait
-            )
+        slot, _ = await wait_for_slot(
+            self.sessions, key, pacing.spacing(interval, window, self.margin), self.max_wait,
+            self.sleep, self.monotonic,
+        )
         if not slot.granted:
             raise RetryableError(
                 f"telegram chat {chat_id} is at its rate limit", retry_after=slot.wait
             )
-        if slot.wait > 0:
-            await self.sleep(slot.wait)
 
 
 class Heartbeat:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Protocol
@@ -36,6 +35,7 @@ from bot.settings import Settings
 from channels.base import Channel, Lookup
 from channels.errors import ChannelError, PermanentError, RecipientOptedOut, RetryableError
 from channels.logs import log_failure
+from channels.pacing import RateLimiter
 from storage import repositories as repo
 from storage.models import Contact, OutboundMessage, OutboxStatus
 
@@ -50,29 +50,6 @@ class SendLimiter(Protocol):
     """Waits until one more send to a channel fits its rate limit."""
 
     async def acquire(self) -> None: ...
-
-
-class RateLimiter:
-    """A token bucket in this process (SQLite's single process): at most ``rate`` sends per
-    second, bursts of up to one second's worth."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.capacity = max(1.0, rate)
-        self.tokens = self.capacity
-        self.updated = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-                self.updated = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
-                    return
-                await asyncio.sleep((1 - self.tokens) / self.rate)
 
 
 class Dispatcher:
@@ -96,7 +73,8 @@ class Dispatcher:
         self.name = name or settings.worker_name
         given = limiters or {}
         self.limiters: dict[str, SendLimiter] = {
-            name: given.get(name) or RateLimiter(ch.rate_per_second)
+            name: given.get(name)
+            or RateLimiter(ch.rate_per_second, margin=settings.rate_margin_seconds)
             for name, ch in channels.items()
         }
         self._wake = asyncio.Event()

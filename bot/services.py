@@ -107,11 +107,13 @@ def telegram_channel(
             sessions,
             interval=settings.telegram_chat_interval_seconds,
             group_per_minute=settings.telegram_group_per_minute,
+            margin=settings.rate_margin_seconds,
         )
     else:
         limiter = ChatLimiter(
             interval=settings.telegram_chat_interval_seconds,
             group_per_minute=settings.telegram_group_per_minute,
+            margin=settings.rate_margin_seconds,
         )
     return TelegramChannel(
         token=settings.telegram_token.get_secret_value(),
@@ -132,7 +134,10 @@ def send_limiters(
     if settings.is_sqlite:
         return {}
     return {
-        name: SharedRateLimiter(sessions, f"channel:{name}", channel.rate_per_second)
+        name: SharedRateLimiter(
+            sessions, f"channel:{name}", channel.rate_per_second,
+            margin=settings.rate_margin_seconds,
+        )
         for name, channel in channels.items()
     }
 

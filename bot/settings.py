@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     # more keeps a slow provider answer from holding the rate down. A crash can leave up to
     # this many sends in flight (see docs/scale.md).
     dispatcher_concurrency: int = Field(default=4, ge=1, le=64)
+    # Send slots are spaced so that sends reaching a provider up to this much after their slot
+    # still never put more than its limit into any of its counting windows (channels/pacing.py);
+    # it costs margin / (1 + margin) of a per-second rate. A sender waking more than half of
+    # it late gives its slot up and takes another.
+    rate_margin_seconds: float = Field(default=0.04, gt=0, le=1)
 
     # Scale-out on PostgreSQL (several `civicbot worker` processes; see docs/scale.md). The
     # scheduler's leader lease lasts this long and is renewed every third of it; a dead

@@ -35,6 +35,7 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
+from channels import pacing
 from channels.base import Content, TapMeaning
 from channels.errors import ChannelError, PermanentError, RecipientOptedOut, RetryableError
 from channels.telegram import keyboard
@@ -99,9 +100,10 @@ class ChatLimits(Protocol):
 class ChatLimiter:
     """Telegram's per-chat limits, in this process (SQLite's single process; several
     processes on PostgreSQL share :class:`bot.coordination.SharedChatLimiter`): one message
-    a second to a chat, and ``group_per_minute`` to a group (negative chat ids). A short wait
-    is slept here; a long one (a busy group) is handed back as a retryable error so the
-    dispatcher gets on with other chats."""
+    a second to a chat, and ``group_per_minute`` to a group (negative chat ids), with
+    :mod:`channels.pacing`'s margin for lateness. A short wait is slept here; a long one (a
+    busy group) is handed back as a retryable error so the dispatcher gets on with other
+    chats."""
 
     def __init__(
         self,
@@ -109,12 +111,14 @@ class ChatLimiter:
         interval: float = 1.0,
         group_per_minute: int = 20,
         max_wait: float = 5.0,
+        margin: float = pacing.DEFAULT_MARGIN,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.interval = interval
         self.group_per_minute = group_per_minute
         self.max_wait = max_wait
+        self.margin = margin
         self.monotonic = monotonic
         self.sleep = sleep
         self._last: dict[str, float] = {}
@@ -122,13 +126,15 @@ class ChatLimiter:
 
     async def acquire(self, chat_id: str) -> None:
         now = self.monotonic()
-        wait = max(0.0, self._last.get(chat_id, -1e9) + self.interval - now)
+        gap = pacing.spacing(self.interval, self.interval, self.margin) if self.interval > 0 else 0
+        wait = max(0.0, self._last.get(chat_id, -1e9) + gap - now)
         window = self._group_sends.setdefault(chat_id, deque()) if chat_id.startswith("-") else None
+        minute = 60.0 + self.margin  # a send up to the margin late stays out of the next minute
         if window is not None:
-            while window and window[0] <= now - 60:
+            while window and window[0] <= now - minute:
                 window.popleft()
             if len(window) >= self.group_per_minute:
-                wait = max(wait, window[0] + 60 - now)
+                wait = max(wait, window[0] + minute - now)
         if wait > self.max_wait:
             raise RetryableError(f"telegram chat {chat_id} is at its rate limit", retry_after=wait)
         at = now + wait

@@ -16,6 +16,7 @@ import pytest
 from bot.coordination import SharedChatLimiter, SharedRateLimiter
 from bot.services import Services
 from channels.errors import RetryableError
+from channels.pacing import DEFAULT_MARGIN, GIVE_UPS, spacing
 from storage import coordination
 from storage.models import Priority
 from tests.scale.conftest import Builder
@@ -81,9 +82,9 @@ async def test_two_workers_together_hold_the_channel_rate(
     assert set((await senders(workers[0])).keys()) == {"w0", "w1"}  # both took part
     times = [m.at for m in fake_twilio.messages if m.status == 201]
     # Two workers each sending at the full rate would put 2 * rate in a second. The slots are
-    # exactly 1/rate apart; a send reaches the provider a little after its slot, by how much
-    # varies with the machine's load, so a sliding second can count a send or two more than
-    # the rate when the machine is busy (docs/scale.md); never the double.
+    # spaced with a margin for lateness, which holds the rate at the provider when sends reach
+    # it within the margin (channels/pacing.py); on a machine starved of CPU a send can be
+    # later than that, so a busy CI machine may see a send or two more (docs/scale.md).
     assert busiest_window(times) <= rate + 2
     assert busiest_window(times, window=3.0) <= 3 * rate + 2
 
@@ -122,7 +123,7 @@ async def test_telegram_chat_limits_are_shared_between_workers(build: Builder) -
                                 sleep=sleep) for s in (a, b)]
     await limits[0].acquire("1001")
     await limits[1].acquire("1001")  # the other worker, same chat: waits its second
-    assert slept and 0.5 < slept[-1] <= 1.0
+    assert slept and 0.5 < slept[-1] <= spacing(1.0, 1.0, DEFAULT_MARGIN)
     await limits[1].acquire("1002")  # another chat is not held up
     assert len(slept) == 1
     # A group: 20 a minute is one every 3 s; the third send in a row would wait 6 s > 5 s.
@@ -149,4 +150,23 @@ async def test_a_slot_woken_up_too_late_for_is_given_up(build: Builder) -> None:
     await limiter.acquire()  # the first slot is now: no sleep
     assert waits == []
     await limiter.acquire()  # the next is 1 s away, woken 5 s late: given up, another taken
-    assert len(waits) == 2 and 0.5 < waits[0] <= 1.0
+    assert len(waits) == 2 and 0.5 < waits[0] <= spacing(1.0, 1.0, DEFAULT_MARGIN)
+
+
+async def test_a_sender_always_woken_late_sends_after_giving_up_a_few_slots(
+    build: Builder,
+) -> None:
+    """A process starved of CPU for good still sends (late) rather than never."""
+    services = build("w")
+    now = [1000.0]
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds + 1.0  # every wake a second late
+
+    limiter = SharedRateLimiter(services.sessions, "channel:starved", 1.0, sleep=sleep,
+                                monotonic=lambda: now[0])
+    await limiter.acquire()  # the bucket is idle: the first slot is now
+    await limiter.acquire()
+    assert len(waits) == GIVE_UPS + 1
