@@ -4,7 +4,8 @@ under different worker names, as separate processes would be."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from bot.clock import Clock
 from bot.services import Services, build_services
 from storage.db import create_engine, upgrade
 from tests.conftest import make_settings
+from tests.scale.support import stop_group
 from tests.sms.conftest import fake_twilio  # noqa: F401  (the fake Twilio server fixture)
 
 
@@ -47,3 +49,13 @@ async def build(pg_url: str) -> AsyncIterator[Builder]:
     yield make
     for services in made:
         await services.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes the test starts, each in its own process group (``start_new_session``):
+    stopped, then killed, group by group at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        stop_group(process)

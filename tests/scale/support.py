@@ -1,13 +1,23 @@
 """Helpers for the scale-out tests and benchmarks: queue outbox rows, run dispatchers until a
-condition holds, and count sends per sliding second."""
+condition holds, count sends per sliding second, and start, wait for and stop real
+``civicbot`` processes."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 from sqlalchemy import func, insert, select
 
 from bot.services import Services
@@ -92,3 +102,52 @@ def busiest_window(times: Sequence[float], window: float = 1.0) -> int:
             j += 1
         best = max(best, j - i)
     return best
+
+
+# ---- real processes ----------------------------------------------------------------------------
+
+CIVICBOT = str(Path(sys.executable).parent / "civicbot")  # the installed command
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process's group (uvicorn's worker processes are children of ``serve``),
+    then SIGKILL if it has not gone within 30 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate(timeout=30)
+
+
+def poll(
+    url: str,
+    ready: Callable[[httpx.Response], bool],
+    process: subprocess.Popen[bytes],
+    timeout: float = 90,
+) -> dict[str, object]:
+    """GET ``url`` until ``ready(response)``; the response's JSON. Fails the test if
+    ``process`` exits first (with the end of its stderr, when that is a pipe)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            err = process.communicate()[1]
+            pytest.fail(f"{process.args} exited: {(err or b'').decode()[-2000:]}")
+        try:
+            response = httpx.get(url, timeout=5)
+        except httpx.HTTPError:
+            response = None
+        if response is not None and ready(response):
+            body = response.json()
+            assert isinstance(body, dict)
+            return body
+        time.sleep(0.2)
+    pytest.fail(f"{url} never became ready")

@@ -10,10 +10,8 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,11 +19,9 @@ from sqlalchemy import func, select
 
 from storage.models import OutboundMessage, OutboxStatus
 from tests.scale.conftest import Builder
-from tests.scale.support import enqueue
-from tests.scale.test_processes import stop_group
+from tests.scale.support import CIVICBOT, enqueue
 from tests.sms.conftest import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, PUBLIC_URL, FakeTwilio
 
-CIVICBOT = str(Path(sys.executable).parent / "civicbot")
 LEASE = 3.0  # outbox lease: how long a dead worker's claimed rows wait for another
 
 
@@ -43,14 +39,6 @@ def worker_env(pg_url: str, fake: FakeTwilio) -> dict[str, str]:
         "CIVICBOT_OUTBOX_LEASE_SECONDS": str(LEASE),
         "CIVICBOT_DISPATCHER_POLL_SECONDS": "0.2",
     }
-
-
-@pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        stop_group(process)
 
 
 def start_worker(name: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
@@ -81,7 +69,7 @@ async def test_kill_9_mid_send_loses_nothing_and_sends_in_flight_at_most_twice(
     pg_url: str,
     fake_twilio: FakeTwilio,
     tmp_path: Path,
-    workers: list[subprocess.Popen[bytes]],
+    processes: list[subprocess.Popen[bytes]],
 ) -> None:
     n = 40
     services = build("test")
@@ -90,7 +78,7 @@ async def test_kill_9_mid_send_loses_nothing_and_sends_in_flight_at_most_twice(
     fake_twilio.scripted = [(0, {}, 0.0)] * 10 + [(0, {}, 1.5)]
     env = worker_env(pg_url, fake_twilio)
     first = start_worker("doomed", env, tmp_path)
-    workers.append(first)
+    processes.append(first)
     wait_for(lambda: len(fake_twilio.messages) >= 11, first, timeout=120)
     assert fake_twilio.messages[10].status == 0  # in flight: Twilio has not answered yet
     first.send_signal(signal.SIGKILL)
@@ -111,7 +99,7 @@ async def test_kill_9_mid_send_loses_nothing_and_sends_in_flight_at_most_twice(
     assert 1 <= in_flight <= 4
 
     second = start_worker("rescuer", env, tmp_path)
-    workers.append(second)
+    processes.append(second)
 
     def all_final() -> bool:
         return len(set(fake_twilio.bodies)) == n and len(fake_twilio.accepted) >= n

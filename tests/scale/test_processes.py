@@ -5,14 +5,9 @@ so when asked for more."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -27,9 +22,9 @@ from bot.services import Services, build_services
 from storage import coordination
 from tests.conftest import make_settings, start_services
 from tests.scale.conftest import Builder
+from tests.scale.support import CIVICBOT, free_port, poll
 
 runner = CliRunner()
-CIVICBOT = str(Path(sys.executable).parent / "civicbot")  # the installed command
 
 
 @pytest.fixture
@@ -132,38 +127,11 @@ def _client(services: Services) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://testserver")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Processes the test starts, each in its own process group (uvicorn's worker processes
-    are children of ``serve``): stopped, then killed, group by group at the end."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        stop_group(process)
-
-
-def stop_group(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.communicate(timeout=30)
-
-
 @pytest.mark.timeout(180)
 async def test_web_processes_and_a_worker_on_postgresql(
     build: Builder, pg_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "CIVICBOT_DATABASE_URL": pg_url,
@@ -180,11 +148,11 @@ async def test_web_processes_and_a_worker_on_postgresql(
                             "--no-worker"], env=env, **quiet)  # type: ignore[call-overload]
     processes.append(web)
     url = f"http://127.0.0.1:{port}/health"
-    body = _poll(url, lambda r: r.status_code == 503, web)  # web up, no worker yet
+    body = poll(url, lambda r: r.status_code == 503, web)  # web up, no worker yet
     assert body == {"database": "ok", "worker": "missing", "workers": 0, "leader": False}
     worker = subprocess.Popen([CIVICBOT, "worker", "--name", "w-one"], env=env, **quiet)  # type: ignore[call-overload]
     processes.append(worker)
-    body = _poll(url, lambda r: r.status_code == 200 and r.json()["leader"], worker)
+    body = poll(url, lambda r: r.status_code == 200 and r.json()["leader"], worker)
     assert body == {"database": "ok", "worker": "ok", "workers": 1, "leader": True}
     services = build("observer")
     async with services.sessions() as session:
@@ -198,25 +166,4 @@ async def test_web_processes_and_a_worker_on_postgresql(
         assert await coordination.lease_holder(
             session, name="scheduler", now=services.clock.now()
         ) is None
-    assert _poll(url, lambda r: r.status_code == 503, web)["worker"] == "missing"
-
-
-def _poll(
-    url: str, ready: object, process: subprocess.Popen[bytes], timeout: float = 90
-) -> dict[str, object]:
-    """GET ``url`` until ``ready(response)``; the response's JSON."""
-    assert callable(ready)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{process.args} exited: {process.communicate()[1].decode()[-2000:]}")
-        try:
-            response = httpx.get(url, timeout=5)
-        except httpx.HTTPError:
-            response = None
-        if response is not None and ready(response):
-            body = response.json()
-            assert isinstance(body, dict)
-            return body
-        time.sleep(0.2)
-    pytest.fail(f"{url} never became ready")
+    assert poll(url, lambda r: r.status_code == 503, web)["worker"] == "missing"
