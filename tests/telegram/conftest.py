@@ -8,6 +8,7 @@ call, so tests assert on what was actually sent. Tests script failures (a 429 wi
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
@@ -166,8 +167,9 @@ def _params(handler: BaseHTTPRequestHandler, body: bytes) -> dict[str, Any]:
     return params
 
 
-@pytest.fixture
-def fake_api() -> Iterator[FakeBotApi]:
+@contextlib.contextmanager
+def running_fake_bot_api() -> Iterator[FakeBotApi]:
+    """The fake Bot API, serving on a loopback port for the block (tests and bench/)."""
     fake = FakeBotApi()
 
     class Handler(BaseHTTPRequestHandler):
@@ -193,10 +195,18 @@ def fake_api() -> Iterator[FakeBotApi]:
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield fake
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def fake_api() -> Iterator[FakeBotApi]:
+    with running_fake_bot_api() as fake:
+        yield fake
 
 
 BUDGET_FLOW = """\
