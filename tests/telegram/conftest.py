@@ -14,7 +14,7 @@ import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -28,6 +28,7 @@ from bot.services import Services, build_services
 from bot.settings import Settings
 from flows.polls.service import PollService
 from storage.db import upgrade
+from tests.support import serving
 
 TOKEN = "123456:TEST-token"
 SECRET = "s3cret-Webhook_token"
@@ -190,17 +191,8 @@ def running_fake_bot_api() -> Iterator[FakeBotApi]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serving(Handler, daemon_threads=True, poll_interval=0.05) as fake.url:
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture
