@@ -1,13 +1,15 @@
-"""What the inbound, broadcast and soak benchmarks share: the requests their load generators
-send (signed Twilio SMS webhooks, Telegram updates), counting what those requests got, running
-a load generator in its own process, throwaway PostgreSQL databases, and starting and stopping
+"""What the benchmarks share (bench/inbound.py, broadcast.py and soak.py most of it; admin.py
+and pb_round.py the database statements): the requests the load generators send (signed
+Twilio SMS webhooks, Telegram updates), counting what those requests got, running a load
+generator in its own process, throwaway PostgreSQL databases, and starting and stopping
 ``civicbot`` processes.
 
 The benchmarks import it as ``common`` (their own folder is first on ``sys.path``, as for
 bench/crash.py's ``import broadcast``; bench/inbound.py's server gets the folder through
-``PYTHONPATH``). Only the standard library is imported at the top: httpx, twilio and
-SQLAlchemy are imported where they are used, so a process that needs none of them (the load
-generator, the server) does not load them for this module's sake.
+``PYTHONPATH``; bench/admin.py imports it before taking the folder off). Only the standard
+library is imported at the top: httpx, twilio and SQLAlchemy are imported where they are used,
+so a process that needs none of them (the load generator, the server) does not load them for
+this module's sake.
 """
 
 from __future__ import annotations
