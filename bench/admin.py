@@ -19,6 +19,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from common import SERVER, admin_sql  # bench/common.py, beside this file: before the folder goes
+
 # This file is bench/admin.py: run as a script, its folder comes first on sys.path and would
 # hide the ``admin`` package. Take it off.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
@@ -26,7 +28,6 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 import random  # noqa: E402
 import re  # noqa: E402
 import statistics  # noqa: E402
@@ -38,7 +39,7 @@ from typing import Any  # noqa: E402
 
 import asyncpg  # noqa: E402
 import httpx  # noqa: E402
-from sqlalchemy import event, text  # noqa: E402
+from sqlalchemy import event  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from admin.accounts import hash_password  # noqa: E402
@@ -50,9 +51,6 @@ from bot.settings import Settings  # noqa: E402
 from storage import repositories as repo  # noqa: E402
 from storage.db import create_engine, session_factory, upgrade  # noqa: E402
 
-SERVER = os.environ.get(
-    "CIVICBOT_TEST_POSTGRES_URL", "postgresql+asyncpg://root@127.0.0.1:5432/test"
-)
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 YEAR = 365 * 24 * 3600
 BIG_TABLES = (
@@ -69,15 +67,6 @@ GOAL_MS = 200
 
 def dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def admin_sql(sql: str) -> None:
-    engine = create_engine(SERVER, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -535,7 +524,7 @@ async def main() -> None:
     )
     args = parser.parse_args()
     name = f"civicbot_bench_{uuid.uuid4().hex[:10]}"
-    await admin_sql(f'CREATE DATABASE "{name}"')
+    await admin_sql(SERVER, f'CREATE DATABASE "{name}"')
     url = make_url(SERVER).set(database=name).render_as_string(hide_password=False)
     try:
         engine = create_engine(url)
@@ -585,7 +574,7 @@ async def main() -> None:
         if args.keep:
             print(f"\nkept database {name}; drop it with: DROP DATABASE \"{name}\"")
         else:
-            await admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin_sql(SERVER, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

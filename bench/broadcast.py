@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests/ (the fake Twilio) is not an installed package
 
-from sqlalchemy import func, select, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from common import SERVER, TwilioAccount, civicbot, stop, throwaway_database  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 
 from storage.db import create_engine, session_factory, upgrade  # noqa: E402
 from storage.models import OutboundMessage  # noqa: E402
@@ -47,19 +46,7 @@ from tests.sms.conftest import (  # noqa: E402
     running_fake_twilio,
 )
 
-SERVER = os.environ.get(
-    "CIVICBOT_TEST_POSTGRES_URL", "postgresql+asyncpg://root@127.0.0.1:5432/test"
-)
-CIVICBOT = str(Path(sys.executable).parent / "civicbot")
-
-
-async def admin_sql(sql: str) -> None:
-    engine = create_engine(SERVER, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
+TWILIO = TwilioAccount(ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, PUBLIC_URL)
 
 
 async def prepare(url: str, messages: int) -> None:
@@ -136,47 +123,22 @@ class Workers:
 
     def start(self) -> subprocess.Popen[bytes]:
         self.started += 1
-        return subprocess.Popen(
-            [CIVICBOT, "worker", "--name", self.name(self.started)],
-            env=self.env,
-            cwd=self.cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+        return civicbot(["worker", "--name", self.name(self.started)], self.env, self.cwd)
 
 
 def run(args: argparse.Namespace) -> int:
-    name = f"civicbot_bench_{uuid.uuid4().hex[:8]}"
-    url = make_url(SERVER).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(admin_sql(f'CREATE DATABASE "{name}"'))
-    try:
+    with throwaway_database(SERVER, "civicbot_bench") as url:
         asyncio.run(prepare(url, args.messages))
         with running_fake_twilio() as fake, tempfile.TemporaryDirectory() as cwd:
             return _broadcast(args, url, fake, Path(cwd))
-    finally:
-        asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def _broadcast(args: argparse.Namespace, url: str, fake: FakeTwilio, cwd: Path) -> int:
     env = {
         **os.environ,
+        **TWILIO.env(),
         "CIVICBOT_DATABASE_URL": url,
-        "CIVICBOT_PUBLIC_URL": PUBLIC_URL,
         "CIVICBOT_SIMULATOR": "off",
-        "CIVICBOT_TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-        "CIVICBOT_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "CIVICBOT_TWILIO_FROM_NUMBER": FROM_NUMBER,
         "CIVICBOT_TWILIO_API_BASE": fake.url,
         "CIVICBOT_TWILIO_MPS": str(args.rate),
         "CIVICBOT_OUTBOX_LEASE_SECONDS": str(args.lease),

@@ -31,13 +31,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import multiprocessing
 import os
 import secrets
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,19 +40,34 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+
+from common import (  # bench/common.py, beside this file
+    SMS_PATH,
+    TELEGRAM_PATH,
+    Answers,
+    TwilioAccount,
+    free_port,
+    load_average,
+    pids_where,
+    proc_stat,
+    start_generator,
+    stop,
+    telegram_headers,
+    telegram_text,
+    throwaway_database,
+    wait_healthy,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "bench-auth-token"
+TWILIO = TwilioAccount(
+    account_sid="AC" + "0" * 32,
+    auth_token="bench-auth-token",
+    from_number="+447700900001",
+    public_url="https://bot.example.org",
+)
 TELEGRAM_SECRET = "bench-webhook-secret"
-PUBLIC_URL = "https://bot.example.org"
-SMS_PATH = "/webhooks/twilio/sms"
-TELEGRAM_PATH = "/webhooks/telegram"
 BARE_PATH = "/bench/bare"
 PATHS = {"bare": BARE_PATH, "sms": SMS_PATH, "telegram": TELEGRAM_PATH}
-# What people send while onboarding; each phone (or Telegram user) walks through it.
-SCRIPT = ["JOIN", "1", "1", "CF10 1EP", "2", "MENU", "3", "HELP"]
-PEOPLE = 300  # distinct senders, each a few messages into the script during a run
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 
@@ -85,15 +95,12 @@ def app() -> Any:
 def server_env(database_url: str) -> dict[str, str]:
     return {
         **os.environ,
+        **TWILIO.env(),
         "CIVICBOT_DATABASE_URL": database_url,
-        "CIVICBOT_PUBLIC_URL": PUBLIC_URL,
         "CIVICBOT_SIMULATOR": "off",
         "CIVICBOT_RUN_DISPATCHER": "false",  # only the inbound path is measured
         "CIVICBOT_RUN_SCHEDULER": "false",
         "CIVICBOT_INBOUND_PER_MINUTE": str(10**9),  # the per-sender limit is not measured here
-        "CIVICBOT_TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
-        "CIVICBOT_TWILIO_AUTH_TOKEN": TOKEN,
-        "CIVICBOT_TWILIO_FROM_NUMBER": "+447700900001",
         "CIVICBOT_TWILIO_API_BASE": "http://127.0.0.1:9",  # never called: no dispatcher
         "CIVICBOT_TELEGRAM_TOKEN": "123456:bench",
         "CIVICBOT_TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
@@ -111,26 +118,10 @@ def cpu_seconds(pids: list[int]) -> float:
     that has gone counts nothing."""
     total = 0
     for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+        fields = proc_stat(pid)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / CLOCK_TICKS
-
-
-def group_pids(pgid: int) -> list[int]:
-    """The processes in process group ``pgid`` (the server and its workers)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid:
-                pids.append(int(entry.name))
-    return pids
 
 
 async def _backend_pids(url: str) -> list[int]:
@@ -156,10 +147,7 @@ class Server:
     """uvicorn in its own process group, stopped (and its workers with it) on exit."""
 
     def __init__(self, database_url: str, workers: int) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
+        self.port = free_port()
         command = [
             sys.executable, "-m", "uvicorn", "inbound:app", "--factory",
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
@@ -175,82 +163,33 @@ class Server:
 
     def wait_ready(self, workers: int, timeout: float = 120.0) -> None:
         """Until every worker answers (a few requests, so each process has started)."""
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        answered = 0
-        while answered < 4 * workers:
-            if self.process.poll() is not None:
-                raise SystemExit(f"the server exited with {self.process.returncode}")
-            if time.monotonic() > deadline:
-                raise SystemExit("the server did not start in time")
-            try:
-                httpx.get(self.base + "/healthz", timeout=5).raise_for_status()
-                answered += 1
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_healthy(
+            self.base, self.process, answers=4 * workers, timeout=timeout, every=0.2,
+            what="the server",
+        )  # fmt: skip
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop(self.process, timeout=30)
 
 
 # ---- the load generator (runs in its own process) --------------------------------------------
 
 
 def sms_request(n: int, batch: str) -> tuple[bytes, dict[str, str]]:
-    from twilio.request_validator import RequestValidator
-
-    person = n % PEOPLE
-    form = {
-        "MessageSid": f"SM{batch}{n:026x}",
-        "AccountSid": "AC" + "0" * 32,
-        "From": f"+4477009{person:05d}",
-        "To": "+447700900001",
-        "Body": SCRIPT[(n // PEOPLE) % len(SCRIPT)],
-        "NumMedia": "0",
-    }
-    signature = RequestValidator(TOKEN).compute_signature(PUBLIC_URL + SMS_PATH, form)
-    headers = {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Twilio-Signature": signature,
-    }
-    return urlencode(form).encode(), headers
+    return TWILIO.signed_sms(n, batch)
 
 
 def telegram_request(n: int, batch: int) -> tuple[bytes, dict[str, str]]:
-    person = 7_000_000 + n % PEOPLE
-    update = {
-        "update_id": batch + n,
-        "message": {
-            "message_id": n + 1,
-            "date": 1767600000 + n,
-            "chat": {"id": person, "type": "private", "first_name": "Bench"},
-            "from": {"id": person, "is_bot": False, "first_name": "Bench"},
-            "text": SCRIPT[(n // PEOPLE) % len(SCRIPT)],
-        },
-    }
-    headers = {
-        "Content-Type": "application/json",
-        "X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET,
-    }
-    return json.dumps(update).encode(), headers
+    return telegram_text(n, batch + n, "Bench"), telegram_headers(TELEGRAM_SECRET)
 
 
 @dataclass
-class Figures:
-    target: str
-    seconds: float
-    ok: int
-    timeouts: int
-    errors: int
-    statuses: dict[str, int]
-    latencies: list[float]
+class Figures(Answers):
+    """What one target's requests got (errors by status or exception name), how long they
+    took, and the CPU the server used meanwhile."""
+
+    target: str = ""
+    seconds: float = 0.0
     web_cpu: float = 0.0  # CPU seconds the web processes used during the run
     db_cpu: float | None = None  # and PostgreSQL's server processes (None on SQLite)
 
@@ -263,11 +202,6 @@ class Figures:
     def rate(self) -> float:
         return self.ok / self.seconds if self.seconds else 0.0
 
-    def percentile(self, p: float) -> float:
-        if len(self.latencies) < 2:
-            return self.latencies[0] if self.latencies else float("nan")
-        return statistics.quantiles(self.latencies, n=100, method="inclusive")[int(p) - 1]
-
 
 async def generate(
     base: str, target: str, duration: float, concurrency: int, timeout: float, start: int
@@ -279,50 +213,24 @@ async def generate(
     counter = iter(range(start, 10**12))
     batch_sms = secrets.token_hex(3)
     batch_telegram = secrets.randbelow(10**6) * 10**6
-    latencies: list[float] = []
-    statuses: dict[str, int] = {}
-    timeouts = errors = 0
+    figures = Figures(target=target)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=timeout) as client:
         stop_at = time.perf_counter() + duration
 
         async def worker() -> None:
-            nonlocal timeouts, errors
             while time.perf_counter() < stop_at:
                 n = next(counter)
                 if target == "telegram":
                     body, headers = telegram_request(n, batch_telegram)
                 else:
                     body, headers = sms_request(n, batch_sms)  # the bare route ignores it
-                sent = time.perf_counter()
-                try:
-                    response = await client.post(PATHS[target], content=body, headers=headers)
-                except httpx.TimeoutException:
-                    timeouts += 1
-                    continue
-                except httpx.HTTPError as exc:
-                    errors += 1
-                    key = exc.__class__.__name__
-                    statuses[key] = statuses.get(key, 0) + 1
-                    continue
-                elapsed = time.perf_counter() - sent
-                if response.status_code == 200:
-                    latencies.append(elapsed)
-                else:
-                    errors += 1
-                    key = str(response.status_code)
-                    statuses[key] = statuses.get(key, 0) + 1
+                await figures.post(client, PATHS[target], body, headers)
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        seconds = time.perf_counter() - started
-    return Figures(target, seconds, len(latencies), timeouts, errors, statuses, latencies)
-
-
-def _generator_process(conn: Any, *args: Any) -> None:
-    figures = asyncio.run(generate(*args))
-    conn.send(figures)
-    conn.close()
+        figures.seconds = time.perf_counter() - started
+    return figures
 
 
 def load(
@@ -330,30 +238,15 @@ def load(
 ) -> Figures:
     """Run :func:`generate` in a separate process (so the client's work is not the
     server's) and bring its figures back."""
-    context = multiprocessing.get_context("spawn")
-    receive, send = context.Pipe(duplex=False)
-    args = (base, target, duration, concurrency, timeout, start)
-    process = context.Process(target=_generator_process, args=(send, *args))
-    process.start()
-    send.close()
+    process, receive = start_generator(
+        generate, base, target, duration, concurrency, timeout, start
+    )
     figures: Figures = receive.recv()
     process.join()
     return figures
 
 
 # ---- databases --------------------------------------------------------------------------------
-
-
-async def _admin(url: str, statement: str) -> None:
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
 
 
 async def _upgrade(url: str) -> None:
@@ -364,21 +257,6 @@ async def _upgrade(url: str) -> None:
         await upgrade(engine)
     finally:
         await engine.dispose()
-
-
-def postgres_database(admin_url: str) -> tuple[str, str]:
-    """A new, migrated database; its URL and name (drop it with :func:`drop_database`)."""
-    from sqlalchemy.engine import make_url
-
-    name = f"civicbot_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(_upgrade(url))
-    return url, name
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 # ---- profiling ---------------------------------------------------------------------------------
@@ -441,28 +319,21 @@ def profile(args: argparse.Namespace) -> None:
             asyncio.run(_upgrade(url))
             asyncio.run(_profiled(url, target, args.profile, args.concurrency, args.profile_out))
         return
-    url, name = postgres_database(args.postgres)
-    try:
+    with throwaway_database(args.postgres, "civicbot_bench") as url:
+        asyncio.run(_upgrade(url))
         asyncio.run(_profiled(url, target, args.profile, args.concurrency, args.profile_out))
-    finally:
-        drop_database(args.postgres, name)
 
 
 # ---- the runs ---------------------------------------------------------------------------------
 
 
-def load_average() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
-
-
 def report(setup: str, figures: Figures, bare: Figures | None) -> None:
     ratio = f"{figures.rate / bare.rate:5.2f}" if bare and bare.rate else "    -"
-    other = ", ".join(f"{k}: {v}" for k, v in sorted(figures.statuses.items()))
+    other = ", ".join(f"{k}: {v}" for k, v in sorted(figures.errors.items()))
     print(
         f"{setup:<18} {figures.target:<9} {figures.rate:7.1f} "
         f"{figures.percentile(50) * 1000:7.1f} {figures.percentile(95) * 1000:7.1f} "
-        f"{figures.percentile(99) * 1000:7.1f} {figures.timeouts:8d} {figures.errors:6d} "
+        f"{figures.percentile(99) * 1000:7.1f} {figures.timeouts:8d} {figures.error_count:6d} "
         f"{ratio} {figures.per_message_ms(figures.web_cpu):>8} "
         f"{figures.per_message_ms(figures.db_cpu):>7}" + (f"  ({other})" if other else ""),
         flush=True,
@@ -479,7 +350,7 @@ def run_setup(
         for target in targets:
             load(server.base, target, 2.0, args.concurrency, args.timeout, 10**9)
         bare: Figures | None = None
-        web = group_pids(server.process.pid)
+        web = pids_where(2, server.process.pid)  # its process group
         backends = [] if database_url.startswith("sqlite") else asyncio.run(
             _backend_pids(database_url)
         )
@@ -556,11 +427,9 @@ def main() -> None:
             run_setup("SQLite, 1 web", url, 1, targets, args)
     if "postgresql" in databases:
         for workers in webs:
-            url, name = postgres_database(args.postgres)
-            try:
+            with throwaway_database(args.postgres, "civicbot_bench") as url:
+                asyncio.run(_upgrade(url))
                 run_setup(f"PostgreSQL, {workers} web", url, workers, targets, args)
-            finally:
-                drop_database(args.postgres, name)
     print(f"load average at the end {load_average()}")
 
 

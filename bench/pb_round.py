@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import secrets
 import statistics
@@ -55,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+from common import SERVER, admin_sql  # noqa: E402 (bench/common.py, beside this file)
 from sqlalchemy import insert, text, update  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
@@ -63,14 +63,11 @@ from bot.clock import FixedClock  # noqa: E402
 from bot.services import Services, build_services  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from flows.pb.rules import kernel_available, parse_rule, tally  # noqa: E402
-from storage.db import create_engine, upgrade  # noqa: E402
+from storage.db import upgrade  # noqa: E402
 from storage.erasure import table_of  # noqa: E402
 from storage.models import ChannelIdentity, Contact, Ward  # noqa: E402
 from storage.pb_rounds import PbBallot, PbRound, RoundStatus  # noqa: E402
 
-SERVER = os.environ.get(
-    "CIVICBOT_TEST_POSTGRES_URL", "postgresql+asyncpg://root@127.0.0.1:5432/test"
-)
 OPEN = datetime(2027, 5, 1, 9, 0, tzinfo=UTC)
 GOAL_CLOSE_S = 5.0
 BATCH = 5000
@@ -363,22 +360,13 @@ SECTIONS: dict[str, Callable[[argparse.Namespace, list[tuple[str, str]]], Awaita
 }
 
 
-async def admin_sql(sql: str) -> None:
-    engine = create_engine(SERVER, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
-
-
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as folder:
         databases = [("SQLite", f"sqlite+aiosqlite:///{Path(folder) / 'bench.db'}")]
         pg_name = f"civicbot_bench_{uuid.uuid4().hex[:8]}"
         if args.postgres:
             try:
-                await admin_sql(f'CREATE DATABASE "{pg_name}"')
+                await admin_sql(SERVER, f'CREATE DATABASE "{pg_name}"')
             except Exception as exc:  # noqa: BLE001 (a bench without PostgreSQL says so)
                 print(
                     f"PostgreSQL not reachable at {SERVER}: {exc.__class__.__name__}; SQLite only"
@@ -392,7 +380,7 @@ async def main(args: argparse.Namespace) -> None:
                 await SECTIONS[name](args, databases)
         finally:
             if len(databases) > 1:
-                await admin_sql(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+                await admin_sql(SERVER, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

@@ -28,34 +28,43 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import multiprocessing
 import os
 import random
-import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests/ (the fakes) is not an installed package
 
+from common import (  # noqa: E402 (bench/common.py, beside this file)
+    CIVICBOT,
+    SERVER,
+    SMS_PATH,
+    SPAWN,
+    TELEGRAM_PATH,
+    Answers,
+    TwilioAccount,
+    civicbot,
+    free_port,
+    load_average,
+    pids_where,
+    start_generator,
+    stop,
+    telegram_headers,
+    telegram_text,
+    throwaway_database,
+    wait_healthy,
+)
 from sqlalchemy import text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
 from storage.db import create_engine, upgrade  # noqa: E402
 from tests.sms.conftest import (  # noqa: E402
@@ -66,105 +75,16 @@ from tests.sms.conftest import (  # noqa: E402
     FakeTwilio,
     running_fake_twilio,
 )
-from tests.telegram.conftest import BOT_ID, FakeBotApi, _params  # noqa: E402
+from tests.telegram.conftest import BOT_ID, FakeBotApi, running_fake_bot_api  # noqa: E402
 from tests.telegram.conftest import SECRET as TELEGRAM_SECRET  # noqa: E402
 from tests.telegram.conftest import TOKEN as TELEGRAM_TOKEN  # noqa: E402
 
-SERVER = os.environ.get(
-    "CIVICBOT_TEST_POSTGRES_URL", "postgresql+asyncpg://root@127.0.0.1:5432/test"
-)
-CIVICBOT = str(Path(sys.executable).parent / "civicbot")
-SMS_PATH = "/webhooks/twilio/sms"
-TELEGRAM_PATH = "/webhooks/telegram"
-# What people send while onboarding; each phone (or Telegram user) walks through it, again and
-# again (as bench/inbound.py does).
-SCRIPT = ["JOIN", "1", "1", "CF10 1EP", "2", "MENU", "3", "HELP"]
-PEOPLE = 300  # distinct senders per channel
+TWILIO = TwilioAccount(ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, PUBLIC_URL)
 VOTERS = 200  # distinct group members answering polls
 GROUP = -1009876543210
 
 
-# ---- the fake Telegram Bot API (the fixture's server, as a context manager) ------------------
-
-
-@contextlib.contextmanager
-def running_fake_bot_api() -> Iterator[FakeBotApi]:
-    fake = FakeBotApi()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            prefix = f"/bot{TELEGRAM_TOKEN}/"
-            if not self.path.startswith(prefix):
-                status, answer = 404, {"ok": False, "error_code": 404, "description": "Not Found"}
-            else:
-                status, answer = fake.answer(self.path[len(prefix) :], _params(self, body))
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-
-
-# ---- requests the load generator sends -------------------------------------------------------
-
-
-def sms_request(n: int, batch: str) -> tuple[bytes, dict[str, str]]:
-    from twilio.request_validator import RequestValidator
-
-    person = n % PEOPLE
-    form = {
-        "MessageSid": f"SM{batch}{n:026x}",
-        "AccountSid": ACCOUNT_SID,
-        "From": f"+4477009{person:05d}",
-        "To": FROM_NUMBER,
-        "Body": SCRIPT[(n // PEOPLE) % len(SCRIPT)],
-        "NumMedia": "0",
-    }
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(PUBLIC_URL + SMS_PATH, form)
-    headers = {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Twilio-Signature": signature,
-    }
-    return urlencode(form).encode(), headers
-
-
-def telegram_headers() -> dict[str, str]:
-    return {
-        "Content-Type": "application/json",
-        "X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET,
-    }
-
-
-def telegram_text(n: int, update_id: int) -> bytes:
-    person = 7_000_000 + n % PEOPLE
-    update = {
-        "update_id": update_id,
-        "message": {
-            "message_id": n + 1,
-            "date": 1767600000 + n,
-            "chat": {"id": person, "type": "private", "first_name": "Soak"},
-            "from": {"id": person, "is_bot": False, "first_name": "Soak"},
-            "text": SCRIPT[(n // PEOPLE) % len(SCRIPT)],
-        },
-    }
-    return json.dumps(update).encode()
+# ---- requests the load generator sends (besides bench/common.py's) ----------------------
 
 
 def poll_answer(poll_id: str, voter: int, option: int, update_id: int) -> bytes:
@@ -200,26 +120,9 @@ def membership(update_id: int) -> dict[str, Any]:
 
 
 @dataclass
-class Kind:
-    ok: int = 0
-    timeouts: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    latencies: list[float] = field(default_factory=list)
-
-    @property
-    def error_count(self) -> int:
-        return sum(self.errors.values())
-
-    def percentile(self, p: int) -> float:
-        if len(self.latencies) < 2:
-            return self.latencies[0] if self.latencies else float("nan")
-        return statistics.quantiles(self.latencies, n=100, method="inclusive")[p - 1]
-
-
-@dataclass
 class LoadFigures:
     seconds: float
-    kinds: dict[str, Kind]
+    kinds: dict[str, Answers]
     late: int  # sends that started more than a second behind the schedule (generator overloaded)
 
 
@@ -234,32 +137,13 @@ async def generate(
     rng = random.Random(16)
     batch = uuid.uuid4().hex[:6]
     update_ids = iter(range(rng.randrange(10**9, 2 * 10**9), 10**12))
-    kinds = {name: Kind() for name in ("sms", "telegram", "poll answer")}
+    kinds = {name: Answers() for name in ("sms", "telegram", "poll answer")}
     poll_id: str | None = None
     late = 0
     tasks: set[asyncio.Task[None]] = set()
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+    to_telegram = telegram_headers(TELEGRAM_SECRET)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=timeout) as client:
-
-        async def send(kind: str, path: str, body: bytes, headers: dict[str, str]) -> None:
-            figures = kinds[kind]
-            sent = time.perf_counter()
-            try:
-                response = await client.post(path, content=body, headers=headers)
-            except httpx.TimeoutException:
-                figures.timeouts += 1
-                return
-            except httpx.HTTPError as exc:
-                key = exc.__class__.__name__
-                figures.errors[key] = figures.errors.get(key, 0) + 1
-                return
-            if response.status_code == 200:
-                figures.ok += 1
-                figures.latencies.append(time.perf_counter() - sent)
-            else:
-                key = str(response.status_code)
-                figures.errors[key] = figures.errors.get(key, 0) + 1
-
         started = time.perf_counter()
         n = 0
         sms_n = telegram_n = 0
@@ -275,17 +159,17 @@ async def generate(
             while not polls.empty():
                 poll_id = polls.get_nowait()
             if n % 2 == 0:
-                body, headers = sms_request(sms_n, batch)
+                body, headers = TWILIO.signed_sms(sms_n, batch)
                 sms_n += 1
-                job = send("sms", SMS_PATH, body, headers)
+                job = kinds["sms"].post(client, SMS_PATH, body, headers)
             elif poll_id is not None and rng.random() < poll_share:
                 answer = poll_answer(poll_id, rng.randrange(VOTERS), rng.randrange(3),
                                      next(update_ids))  # fmt: skip
-                job = send("poll answer", TELEGRAM_PATH, answer, telegram_headers())
+                job = kinds["poll answer"].post(client, TELEGRAM_PATH, answer, to_telegram)
             else:
-                body = telegram_text(telegram_n, next(update_ids))
+                body = telegram_text(telegram_n, next(update_ids), "Soak")
                 telegram_n += 1
-                job = send("telegram", TELEGRAM_PATH, body, telegram_headers())
+                job = kinds["telegram"].post(client, TELEGRAM_PATH, body, to_telegram)
             task = asyncio.create_task(job)
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -296,22 +180,7 @@ async def generate(
     return LoadFigures(elapsed, kinds, late)
 
 
-def _generator_process(conn: Any, *args: Any) -> None:
-    figures = asyncio.run(generate(*args))
-    conn.send(figures)
-    conn.close()
-
-
 # ---- the database ------------------------------------------------------------------------------
-
-
-async def admin_sql(sql: str) -> None:
-    engine = create_engine(SERVER, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
 
 
 async def prepare(url: str, residents: int) -> None:
@@ -441,58 +310,11 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
-def children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (uvicorn's web processes under its supervisor)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return sorted(found)
-
-
 def command_line(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-
-
-def wait_ready(base: str, process: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    answered = 0
-    while answered < 8:  # a few answers, so that both web processes have started
-        if process.poll() is not None:
-            raise SystemExit(f"civicbot serve exited with {process.returncode}")
-        if time.monotonic() > deadline:
-            raise SystemExit("civicbot serve did not start in time")
-        try:
-            httpx.get(base + "/healthz", timeout=5).raise_for_status()
-            answered += 1
-        except httpx.HTTPError:
-            time.sleep(0.3)
 
 
 # ---- the run -----------------------------------------------------------------------------------
@@ -524,16 +346,8 @@ class Cli:
         return True
 
 
-def load_average() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
-
-
 def run(args: argparse.Namespace) -> int:
-    name = f"civicbot_soak_{uuid.uuid4().hex[:8]}"
-    url = make_url(SERVER).set(database=name).render_as_string(hide_password=False)
-    asyncio.run(admin_sql(f'CREATE DATABASE "{name}"'))
-    try:
+    with throwaway_database(SERVER, "civicbot_soak") as url:
         asyncio.run(prepare(url, args.residents))
         with (
             running_fake_twilio() as twilio,
@@ -541,8 +355,6 @@ def run(args: argparse.Namespace) -> int:
             tempfile.TemporaryDirectory() as cwd,
         ):
             return _soak(args, url, twilio, bot_api, Path(cwd))
-    finally:
-        asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def _soak(
@@ -553,15 +365,12 @@ def _soak(
     port = free_port()
     env = {
         **os.environ,
+        **TWILIO.env(),
         "CIVICBOT_DATABASE_URL": url,
-        "CIVICBOT_PUBLIC_URL": PUBLIC_URL,
         "CIVICBOT_HOST": "127.0.0.1",
         "CIVICBOT_PORT": str(port),
         "CIVICBOT_SIMULATOR": "off",
         "CIVICBOT_INBOUND_PER_MINUTE": "600",
-        "CIVICBOT_TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-        "CIVICBOT_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "CIVICBOT_TWILIO_FROM_NUMBER": FROM_NUMBER,
         "CIVICBOT_TWILIO_API_BASE": twilio.url,
         "CIVICBOT_TWILIO_MPS": str(args.twilio_mps),
         "CIVICBOT_TELEGRAM_TOKEN": TELEGRAM_TOKEN,
@@ -572,40 +381,33 @@ def _soak(
     }
     cli = Cli(env, cwd)
     base = f"http://127.0.0.1:{port}"
-    quiet: dict[str, Any] = {
-        "env": env, "cwd": cwd, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
-        "start_new_session": True,
-    }  # fmt: skip
-    web = subprocess.Popen([CIVICBOT, "serve", "--no-worker", "--workers", "2"], **quiet)
+    web = civicbot(["serve", "--no-worker", "--workers", "2"], env, cwd)
     workers: list[subprocess.Popen[bytes]] = []
     generator: Any = None
     try:
-        wait_ready(base, web)
-        workers = [
-            subprocess.Popen([CIVICBOT, "worker", "--name", f"soak-{n}"], **quiet) for n in (1, 2)
-        ]
+        # a few answers, so that both web processes have started
+        wait_healthy(base, web, answers=8, timeout=180, every=0.3, what="civicbot serve")
+        workers = [civicbot(["worker", "--name", f"soak-{n}"], env, cwd) for n in (1, 2)]
         added = httpx.post(
-            base + TELEGRAM_PATH, json=membership(1), headers=telegram_headers(), timeout=30
+            base + TELEGRAM_PATH,
+            json=membership(1),
+            headers=telegram_headers(TELEGRAM_SECRET),
+            timeout=30,
         )
         if added.status_code != 200:
             print(f"the group was not added: {added.status_code} {added.text[:200]}")
             return 1
 
-        context = multiprocessing.get_context("spawn")
-        receive, send_end = context.Pipe(duplex=False)
-        polls = context.Queue()
+        polls = SPAWN.Queue()
         seconds = args.warmup + args.minutes * 60
-        generator = context.Process(
-            target=_generator_process,
-            args=(send_end, base, args.rate, seconds, args.timeout, args.poll_share, polls),
-        )
         began = time.monotonic()
-        generator.start()
-        send_end.close()
+        generator, receive = start_generator(
+            generate, base, args.rate, seconds, args.timeout, args.poll_share, polls
+        )
 
         processes: dict[str, int] = {"web supervisor": web.pid}
         n = 0
-        for pid in children(web.pid):
+        for pid in pids_where(1, web.pid):  # its parent
             if "resource_tracker" in command_line(pid):
                 processes["web res. tracker"] = pid  # multiprocessing's helper, not a server
             else:

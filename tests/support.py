@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from sqlalchemy import select
@@ -18,6 +22,28 @@ from storage import schema
 
 CATALOGUE = load_catalogue()
 assert schema.TABLE_MODULES  # every table is on SQLModel.metadata for dump_database
+
+
+@contextlib.contextmanager
+def serving(
+    handler: type[BaseHTTPRequestHandler],
+    *,
+    daemon_threads: bool = False,
+    poll_interval: float = 0.5,
+) -> Iterator[str]:
+    """``handler`` served on a loopback port from a thread, for the block: the base URL. The
+    fake providers (Twilio, the Bot API, tender feeds) run this way in tests and bench/. With
+    ``daemon_threads`` the end does not wait for requests still being answered."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = daemon_threads
+    thread = threading.Thread(target=server.serve_forever, args=(poll_interval,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def sms(

@@ -18,7 +18,7 @@ categories:
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -124,6 +124,36 @@ def read_mapping(text: str, expected: str) -> tuple[dict[str, Any], _Lines]:
     return data, lines
 
 
+def parse_wards(
+    data: dict[str, Any], known: Collection[str] | None, problem: Callable[..., None]
+) -> tuple[str, ...] | None:
+    """A definition's ``wards``: None for ``all`` (or when the field is missing, which the
+    caller reports), else the ward codes in the order given. Problems go to ``problem``
+    (message, then the path of the node they are about); ``known`` (when given) are the wards
+    a code may name. Shared by every YAML definition file that names wards."""
+    raw = data.get("wards")
+    if "wards" not in data or raw == "all":
+        return None
+    if not (isinstance(raw, list) and raw):
+        problem("wards: give `all` or a list of ward codes", "wards")
+        return None
+    codes: list[str] = []
+    for i, code in enumerate(raw):
+        if not isinstance(code, str) or not code.strip():
+            problem("wards: each ward is a ward code", "wards", i)
+        elif code in codes:
+            problem(f"wards: {code} is listed twice", "wards", i)
+        elif known is not None and code not in known:
+            problem(
+                f"wards: unknown ward {_show(code)} (load it with `civicbot wards load`)",
+                "wards",
+                i,
+            )
+        else:
+            codes.append(code)
+    return tuple(codes)
+
+
 def parse_definition(
     text: str,
     *,
@@ -155,29 +185,7 @@ def parse_definition(
     if "title" in data:
         title = _texts(data.get("title"), MAX_TITLE, "title", ("title",), problem)
 
-    wards: tuple[str, ...] | None = None
-    raw_wards = data.get("wards")
-    if "wards" in data:
-        if raw_wards == "all":
-            wards = None
-        elif isinstance(raw_wards, list) and raw_wards:
-            codes: list[str] = []
-            for i, code in enumerate(raw_wards):
-                if not isinstance(code, str) or not code.strip():
-                    problem("wards: each ward is a ward code", "wards", i)
-                elif code in codes:
-                    problem(f"wards: {code} is listed twice", "wards", i)
-                elif known_wards is not None and code not in known_wards:
-                    problem(
-                        f"wards: unknown ward {_show(code)} (load it with `civicbot wards load`)",
-                        "wards",
-                        i,
-                    )
-                else:
-                    codes.append(code)
-            wards = tuple(codes)
-        else:
-            problem("wards: give `all` or a list of ward codes", "wards")
+    wards = parse_wards(data, known_wards, problem)
 
     opens_at = _when(data.get("opens_at"), "opens_at", problem) if "opens_at" in data else None
     closes_at = _when(data.get("closes_at"), "closes_at", problem) if "closes_at" in data else None

@@ -36,6 +36,7 @@ from flows.needs.definition import (
     _show,
     _texts,
     _when,
+    parse_wards,
     read_mapping,
 )
 from flows.pb.rules import APPROVAL_ONLY, RULES
@@ -131,7 +132,7 @@ def parse_round(
     if "title" in data:
         title = _texts(data.get("title"), MAX_TITLE, "title", ("title",), problem)
 
-    wards = _wards(data, known_wards, problem)
+    wards = parse_wards(data, known_wards, problem)
 
     budget = data.get("budget")
     if "budget" in data and not (_whole(budget) and 0 < budget <= MAX_AMOUNT):
@@ -182,32 +183,6 @@ def parse_round(
         voting_close=phases["voting_close"],
         projects=tuple(projects),
     )
-
-
-def _wards(
-    data: dict[str, Any], known: Collection[str] | None, problem: Any
-) -> tuple[str, ...] | None:
-    raw = data.get("wards")
-    if "wards" not in data or raw == "all":
-        return None
-    if not (isinstance(raw, list) and raw):
-        problem("wards: give `all` or a list of ward codes", "wards")
-        return None
-    codes: list[str] = []
-    for i, code in enumerate(raw):
-        if not isinstance(code, str) or not code.strip():
-            problem("wards: each ward is a ward code", "wards", i)
-        elif code in codes:
-            problem(f"wards: {code} is listed twice", "wards", i)
-        elif known is not None and code not in known:
-            problem(
-                f"wards: unknown ward {_show(code)} (load it with `civicbot wards load`)",
-                "wards",
-                i,
-            )
-        else:
-            codes.append(code)
-    return tuple(codes)
 
 
 def _phases(data: dict[str, Any], problem: Any, now: datetime | None) -> dict[str, datetime] | None:

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -37,6 +37,7 @@ from bot.services import Services, build_services
 from bot.settings import Settings
 from storage.db import upgrade
 from storage.models import InboundMessage, OutboundMessage
+from tests.support import serving
 
 ACCOUNT_SID = "AC" + "1" * 32
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
@@ -181,16 +182,8 @@ def _handler(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:
 def running_fake_twilio() -> Iterator[FakeTwilio]:
     """The fake Twilio, serving on a loopback port for the block (tests and bench/)."""
     fake = FakeTwilio()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_handler(fake)) as fake.url:
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture

@@ -8,12 +8,13 @@ call, so tests assert on what was actually sent. Tests script failures (a 429 wi
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -27,6 +28,7 @@ from bot.services import Services, build_services
 from bot.settings import Settings
 from flows.polls.service import PollService
 from storage.db import upgrade
+from tests.support import serving
 
 TOKEN = "123456:TEST-token"
 SECRET = "s3cret-Webhook_token"
@@ -166,8 +168,9 @@ def _params(handler: BaseHTTPRequestHandler, body: bytes) -> dict[str, Any]:
     return params
 
 
-@pytest.fixture
-def fake_api() -> Iterator[FakeBotApi]:
+@contextlib.contextmanager
+def running_fake_bot_api() -> Iterator[FakeBotApi]:
+    """The fake Bot API, serving on a loopback port for the block (tests and bench/)."""
     fake = FakeBotApi()
 
     class Handler(BaseHTTPRequestHandler):
@@ -188,15 +191,14 @@ def fake_api() -> Iterator[FakeBotApi]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield fake
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serving(Handler, daemon_threads=True, poll_interval=0.05) as fake.url:
+        yield fake
+
+
+@pytest.fixture
+def fake_api() -> Iterator[FakeBotApi]:
+    with running_fake_bot_api() as fake:
+        yield fake
 
 
 BUDGET_FLOW = """\

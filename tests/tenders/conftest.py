@@ -13,12 +13,13 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.support import serving
 from tests.tenders.support import CF_PAGE, shared
 
 PAGE2_CURSOR = "page-3"
@@ -96,14 +97,8 @@ def _pages() -> dict[str, bytes]:
 def feeds() -> Iterator[FakeFeeds]:
     fake = FakeFeeds(pages=_pages(),
                      fts=shared("fts_api_docs_sample_release_package_SYNTHETIC.json").read_bytes())
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield fake
-    finally:
-        fake.release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(_handler(fake)) as fake.url:
+        try:
+            yield fake
+        finally:
+            fake.release.set()  # a request held on purpose ends before the server does
