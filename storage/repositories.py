@@ -50,6 +50,16 @@ def compact_postcode(postcode: str) -> str:
 # ---- inbound ----------------------------------------------------------------------------------
 
 
+_INBOUND_TABLE: Table = InboundMessage.__table__  # type: ignore[attr-defined]
+# Built once (values bound at execution), so SQLAlchemy computes its cache key once.
+_RECORD_INBOUND_PG, _RECORD_INBOUND_SQLITE = (
+    insert_for(_INBOUND_TABLE)
+    .on_conflict_do_nothing(index_elements=["channel", "provider_id"])
+    .returning(_INBOUND_TABLE.c.id)
+    for insert_for in (pg_insert, sqlite_insert)
+)
+
+
 async def record_inbound(
     session: AsyncSession,
     *,
@@ -63,22 +73,17 @@ async def record_inbound(
 ) -> int | None:
     """Store an inbound message (from ``contact_id`` when already known); None when this
     provider id was seen before (a redelivery)."""
-    stmt = (
-        _insert(session, InboundMessage)
-        .values(
-            channel=channel,
-            provider_id=provider_id,
-            address=address,
-            text=text,
-            raw=raw,
-            received_at=now,
-            contact_id=contact_id,
-        )
-        .on_conflict_do_nothing(index_elements=["channel", "provider_id"])
-        .returning(col(InboundMessage.id))
-    )
-    result = await session.execute(stmt)
-    row = result.first()
+    stmt = _RECORD_INBOUND_PG if dialect(session) == "postgresql" else _RECORD_INBOUND_SQLITE
+    values = {
+        "channel": channel,
+        "provider_id": provider_id,
+        "address": address,
+        "text": text,
+        "raw": raw,
+        "received_at": now,
+        "contact_id": contact_id,
+    }
+    row = (await session.execute(stmt, values)).first()
     return None if row is None else int(row[0])
 
 
