@@ -55,14 +55,7 @@ from flows.events import (
     UserInput,
 )
 from storage import repositories as repo
-from storage.models import (
-    Answer,
-    ChannelIdentity,
-    Contact,
-    Conversation,
-    OutboundMessage,
-    Priority,
-)
+from storage.models import Answer, Contact, OutboundMessage, Priority
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +147,7 @@ class _Work:
     inbound_id: int | None
     priority: int
     outbox: list[OutboundMessage] = field(default_factory=list)
+    unsaved: list[OutboundMessage] = field(default_factory=list)  # queued, not yet inserted
     tap: TapAnswer | None = None
     erased: bool = False
 
@@ -201,9 +195,7 @@ class Pipeline:
         # linked to them. Someone new: store the message first, so a redelivery stops before
         # anyone is created, then create them. Either way the lock is held before the state
         # is read, and a redelivery stores and changes nothing.
-        known = await repo.lock_existing_identity(
-            session, channel=message.channel, address=message.address
-        )
+        known = await repo.lock_known(session, channel=message.channel, address=message.address)
         inbound_id = await repo.record_inbound(
             session,
             channel=message.channel,
@@ -212,7 +204,7 @@ class Pipeline:
             text=message.text,
             raw=dict(message.raw),
             now=now,
-            contact_id=None if known is None else known[1].id,
+            contact_id=None if known is None else known.contact.id,
         )
         if inbound_id is None:
             return InboundResult(duplicate=True)
@@ -224,15 +216,18 @@ class Pipeline:
                 now=now,
                 language=self.default_language,
             )
-            assert contact.id is not None
+            assert identity.id is not None and contact.id is not None
             await repo.link_inbound(session, inbound_id=inbound_id, contact_id=contact.id)
-            loaded = None
+            identity_id, display_name = identity.id, identity.display_name
+            conversation_id, state = await self._load_state(session, identity_id)
         else:
-            identity, contact, conversation = known
-            loaded = (conversation, _state_of(conversation))
-        assert identity.id is not None and contact.id is not None
-        if message.name and identity.display_name != message.name:
-            identity.display_name = message.name  # staff find people by it (admin web)
+            identity_id, display_name = known.identity_id, known.display_name
+            contact, conversation_id = known.contact, known.conversation_id
+            state = _state_from(known.state)
+        assert contact.id is not None
+        if message.name and display_name != message.name:
+            # staff find people by it (admin web)
+            await repo.set_display_name(session, identity_id=identity_id, name=message.name)
         work = _Work(
             session, channel, message.address, contact, now, inbound_id, Priority.REPLY
         )
@@ -261,10 +256,9 @@ class Pipeline:
         else:
             inp = UserInput(text=message.text[: self.max_text_chars], payload=message.payload)
 
-        conversation, state = loaded or await self._load_state(session, identity)
         step = self.engine.step(state, contact_view(contact), inp, now)
         state = await self._run(work, step, keyboard, meaning)
-        await self._save_state(work, identity, conversation, state)
+        await self._save_state(work, identity_id, conversation_id, state)
         return InboundResult(duplicate=False, outbox=tuple(work.outbox), tap=work.tap)
 
     async def _next_page(self, work: _Work, pager: Pager) -> bool:
@@ -279,6 +273,7 @@ class Pipeline:
             return False
         latest.content, page = paged
         self._queue(work, page, ignore_opt_out=False)
+        await self._insert_queued(work)
         await work.session.flush()
         return True
 
@@ -321,21 +316,21 @@ class Pipeline:
             session.begin(),
         ):
             now = self.clock.now()
-            found = await repo.lock_existing_identity(session, channel=channel, address=address)
+            found = await repo.lock_known(session, channel=channel, address=address)
             if found is None:
                 return StartResult()
-            identity, contact, conversation = found
+            contact = found.contact
             if contact.erased_at is not None:
                 return StartResult()
             if claim is not None and not await claim(session, contact):
                 return StartResult()
             work = _Work(session, chosen, address, contact, now, None, priority)
-            state = _state_of(conversation)
+            state = _state_from(found.state)
             step = self.engine.start(
                 state, contact_view(contact), flow_id, now, dict(variables or {})
             )
             state = await self._run(work, step, None, None)
-            await self._save_state(work, identity, conversation, state)
+            await self._save_state(work, found.identity_id, found.conversation_id, state)
         if work.outbox and self.on_outbox is not None:
             self.on_outbox()
         return StartResult(outbox=tuple(work.outbox))
@@ -343,11 +338,12 @@ class Pipeline:
     # ---- shared -----------------------------------------------------------------------------
 
     async def _load_state(
-        self, session: AsyncSession, identity: ChannelIdentity
-    ) -> tuple[Conversation | None, ConversationState]:
-        assert identity.id is not None
-        conversation = await repo.get_conversation(session, identity_id=identity.id)
-        return conversation, _state_of(conversation)
+        self, session: AsyncSession, identity_id: int
+    ) -> tuple[int | None, ConversationState]:
+        conversation = await repo.get_conversation(session, identity_id=identity_id)
+        if conversation is None:
+            return None, ConversationState()
+        return conversation.id, _state_from(conversation.state)
 
     async def _run(
         self,
@@ -370,27 +366,37 @@ class Pipeline:
     async def _save_state(
         self,
         work: _Work,
-        identity: ChannelIdentity,
-        conversation: Conversation | None,
+        identity_id: int,
+        conversation_id: int | None,
         state: ConversationState,
     ) -> None:
+        await self._insert_queued(work)
         if not work.erased:
-            assert identity.id is not None
-            if conversation is None:
-                conversation = Conversation(identity_id=identity.id, updated_at=work.now)
-                work.session.add(conversation)
-            conversation.flow_id = state.flow_id
-            conversation.node_id = state.node_id
-            conversation.expires_at = state.expires_at
-            conversation.state = state.model_dump(mode="json")
-            conversation.updated_at = work.now
-        await work.session.flush()
+            await repo.save_conversation(
+                work.session,
+                identity_id=identity_id,
+                conversation_id=conversation_id,
+                flow_id=state.flow_id,
+                node_id=state.node_id,
+                expires_at=state.expires_at,
+                state=state.model_dump(mode="json"),
+                now=work.now,
+            )
+        await work.session.flush()  # what the flow changed on the contact, answers, audit
+
+    async def _insert_queued(self, work: _Work) -> None:
+        """Insert the outbox rows queued so far (one statement), before anything that could
+        read them or roll back to a savepoint: an action, an erasure, the end."""
+        if work.unsaved:
+            await repo.insert_outbound(work.session, work.unsaved)
+            work.unsaved.clear()
 
     async def _run_action(self, work: _Work, name: str, args: Mapping[str, str]) -> ActionResult:
         action = self.actions.get(name)
         if action is None:
             log.error("flow asked for unregistered action %s", name)
             return ActionResult(outcome="error")
+        await self._insert_queued(work)
         try:
             async with work.session.begin_nested():
                 return await action(
@@ -415,7 +421,7 @@ class Pipeline:
             ignore_opt_out=ignore_opt_out,
             now=work.now,
         )
-        work.session.add(row)
+        work.unsaved.append(row)
         work.outbox.append(row)
         return row
 
@@ -481,6 +487,7 @@ class Pipeline:
                 now=now,
             )
         elif isinstance(event, ContactErased):
+            await self._insert_queued(work)
             await session.flush()
             await repo.erase_contact(session, contact_id=contact.id, now=now)
             await session.refresh(contact)
@@ -490,10 +497,10 @@ class Pipeline:
             work.erased = True
 
 
-def _state_of(conversation: Conversation | None) -> ConversationState:
-    if conversation is None:
+def _state_from(stored: dict[str, Any] | None) -> ConversationState:
+    if stored is None:
         return ConversationState()
-    return ConversationState.model_validate(conversation.state)
+    return ConversationState.model_validate(stored)
 
 
 def _update_contact(contact: Contact, name: str, value: Any, now: datetime) -> None:

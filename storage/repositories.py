@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -49,6 +50,16 @@ def compact_postcode(postcode: str) -> str:
 # ---- inbound ----------------------------------------------------------------------------------
 
 
+_INBOUND_TABLE: Table = InboundMessage.__table__  # type: ignore[attr-defined]
+# Built once (values bound at execution), so SQLAlchemy computes its cache key once.
+_RECORD_INBOUND_PG, _RECORD_INBOUND_SQLITE = (
+    insert_for(_INBOUND_TABLE)
+    .on_conflict_do_nothing(index_elements=["channel", "provider_id"])
+    .returning(_INBOUND_TABLE.c.id)
+    for insert_for in (pg_insert, sqlite_insert)
+)
+
+
 async def record_inbound(
     session: AsyncSession,
     *,
@@ -62,22 +73,17 @@ async def record_inbound(
 ) -> int | None:
     """Store an inbound message (from ``contact_id`` when already known); None when this
     provider id was seen before (a redelivery)."""
-    stmt = (
-        _insert(session, InboundMessage)
-        .values(
-            channel=channel,
-            provider_id=provider_id,
-            address=address,
-            text=text,
-            raw=raw,
-            received_at=now,
-            contact_id=contact_id,
-        )
-        .on_conflict_do_nothing(index_elements=["channel", "provider_id"])
-        .returning(col(InboundMessage.id))
-    )
-    result = await session.execute(stmt)
-    row = result.first()
+    stmt = _RECORD_INBOUND_PG if dialect(session) == "postgresql" else _RECORD_INBOUND_SQLITE
+    values = {
+        "channel": channel,
+        "provider_id": provider_id,
+        "address": address,
+        "text": text,
+        "raw": raw,
+        "received_at": now,
+        "contact_id": contact_id,
+    }
+    row = (await session.execute(stmt, values)).first()
     return None if row is None else int(row[0])
 
 
@@ -144,6 +150,109 @@ async def lock_existing_identity(
     )
     contact, conversation = rows.one()
     return identity, contact, conversation
+
+
+# The inbound path's statements, built once: Core statements on the tables (no identity map, no
+# unit of work), with bound parameters, so SQLAlchemy computes each one's cache key only once.
+_IDENTITIES: Table = ChannelIdentity.__table__  # type: ignore[attr-defined]
+_CONVERSATIONS: Table = Conversation.__table__  # type: ignore[attr-defined]
+_OUTBOX: Table = OutboundMessage.__table__  # type: ignore[attr-defined]
+_LOCK_KNOWN = (
+    select(_IDENTITIES.c.id, _IDENTITIES.c.contact_id, _IDENTITIES.c.display_name)
+    .where(
+        _IDENTITIES.c.channel == bindparam("channel"),
+        _IDENTITIES.c.address == bindparam("address"),
+    )
+    .with_for_update()
+)
+_CONTACT_AND_CONVERSATION = (
+    select(Contact, _CONVERSATIONS.c.id, _CONVERSATIONS.c.state)
+    .outerjoin(_CONVERSATIONS, _CONVERSATIONS.c.identity_id == bindparam("identity_id"))
+    .where(col(Contact.id) == bindparam("contact_id"))
+    .execution_options(populate_existing=True)
+)
+_SET_DISPLAY_NAME = update(_IDENTITIES).where(_IDENTITIES.c.id == bindparam("identity_id"))
+_INSERT_CONVERSATION = insert(_CONVERSATIONS)
+_UPDATE_CONVERSATION = update(_CONVERSATIONS).where(
+    _CONVERSATIONS.c.id == bindparam("conversation_id")
+)
+_INSERT_OUTBOX = insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True)
+_OUTBOX_COLUMNS = tuple(column.name for column in _OUTBOX.columns if column.name != "id")
+
+
+@dataclass
+class Known:
+    """Someone already known, locked (see :func:`lock_known`): their identity's id and name,
+    their contact (in the session), and their conversation's id and stored state (None
+    before their first)."""
+
+    identity_id: int
+    display_name: str | None
+    contact: Contact
+    conversation_id: int | None
+    state: dict[str, Any] | None
+
+
+async def lock_known(session: AsyncSession, *, channel: str, address: str) -> Known | None:
+    """:func:`lock_existing_identity` for the inbound path, without loading the identity and
+    conversation as ORM objects (the contact is one: flows and actions change it).
+
+    The identity row is locked first; the contact and conversation are read after, in one
+    query, so they are what the last holder of the lock committed."""
+    locked = (
+        await session.execute(_LOCK_KNOWN, {"channel": channel, "address": address})
+    ).first()
+    if locked is None:
+        return None
+    identity_id, contact_id, display_name = locked
+    contact, conversation_id, state = (
+        await session.execute(
+            _CONTACT_AND_CONVERSATION, {"identity_id": identity_id, "contact_id": contact_id}
+        )
+    ).one()
+    return Known(identity_id, display_name, contact, conversation_id, state)
+
+
+async def set_display_name(session: AsyncSession, *, identity_id: int, name: str) -> None:
+    await session.execute(_SET_DISPLAY_NAME, {"identity_id": identity_id, "display_name": name})
+
+
+async def save_conversation(
+    session: AsyncSession,
+    *,
+    identity_id: int,
+    conversation_id: int | None,
+    flow_id: str | None,
+    node_id: str | None,
+    expires_at: datetime | None,
+    state: dict[str, Any],
+    now: datetime,
+) -> None:
+    """Store a conversation's state (a Core ``UPDATE``, or ``INSERT`` for the first)."""
+    values = {
+        "flow_id": flow_id,
+        "node_id": node_id,
+        "expires_at": expires_at,
+        "state": state,
+        "updated_at": now,
+    }
+    if conversation_id is None:
+        await session.execute(_INSERT_CONVERSATION, {"identity_id": identity_id, **values})
+    else:
+        await session.execute(_UPDATE_CONVERSATION, {"conversation_id": conversation_id, **values})
+
+
+async def insert_outbound(session: AsyncSession, rows: Sequence[OutboundMessage]) -> None:
+    """Insert outbox rows made by :func:`new_outbound` (not added to the session) in one
+    statement, and set their ids, in order."""
+    if not rows:
+        return
+    result = await session.execute(
+        _INSERT_OUTBOX,
+        [{name: getattr(row, name) for name in _OUTBOX_COLUMNS} for row in rows],
+    )
+    for row, (row_id,) in zip(rows, result.all(), strict=True):
+        row.id = row_id
 
 
 async def find_identity(

@@ -106,6 +106,9 @@ async def parse_update(data: Any, me: Callable[[], Awaitable[BotIdentity]]) -> T
         raise InvalidUpdate("not a Telegram update: not an object")
     uid = _int(data.get("update_id"), "update_id")
     _fits(str(uid), PROVIDER_ID_MAX, "update_id")
+    plain = _plain_private_text(data, uid)
+    if plain is not None:
+        return plain
     try:
         update = Update.de_json(dict(data), None)
     except Exception as exc:  # PTB trusts the JSON: a wrong shape fails in many ways
@@ -176,6 +179,62 @@ async def parse_update(data: Any, me: Callable[[], Awaitable[BotIdentity]]) -> T
     return Ignored(uid, "message outside a private chat or group")
 
 
+# The common case, a person typing to the bot, in exactly the shape Telegram sends it: these
+# keys and no others, every value of its type. Such an update is read without building PTB's
+# objects (a large part of a message's CPU time); anything else goes through ``Update.de_json``.
+_PLAIN_MESSAGE_KEYS = frozenset({"message_id", "date", "chat", "from", "text"})
+_PLAIN_CHAT_KEYS = frozenset({"id", "type", "first_name", "last_name", "username"})
+_PLAIN_USER_KEYS = frozenset(
+    {"id", "is_bot", "first_name", "last_name", "username", "language_code", "is_premium"}
+)
+_PLAIN_USER_BOOLS = frozenset({"is_bot", "is_premium"})
+_PLAIN_DATE_MAX = 2**32  # a Unix time PTB turns into a datetime without complaint
+
+
+def _plain_private_text(data: Mapping[str, Any], uid: int) -> PrivateText | None:
+    """The update as :func:`parse_update` would read it through PTB, for a private text
+    message in Telegram's plain shape; None for any other update (read through PTB)."""
+    message = data.get("message")
+    if len(data) != 2 or not isinstance(message, dict) or not _PLAIN_MESSAGE_KEYS.issuperset(
+        message
+    ):
+        return None
+    chat, user, text = message.get("chat"), message.get("from"), message.get("text")
+    date, message_id = message.get("date"), message.get("message_id")
+    if not (
+        isinstance(text, str)
+        and text
+        and type(message_id) is int
+        and type(date) is int
+        and 0 <= date < _PLAIN_DATE_MAX
+        and isinstance(chat, dict)
+        and chat.get("type") == ChatType.PRIVATE
+        and _PLAIN_CHAT_KEYS.issuperset(chat)
+        and type(chat.get("id")) is int
+        and all(isinstance(chat[key], str) for key in chat.keys() - {"id"})
+        and (user is None or _plain_user(user))
+    ):
+        return None
+    name = "" if user is None else _name(user.get("first_name"), user.get("last_name"),
+                                          user.get("username"))  # fmt: skip
+    return PrivateText(uid, _chat_id_of(chat["id"]), clean_text(text), name)
+
+
+def _plain_user(user: Any) -> bool:
+    return (
+        isinstance(user, dict)
+        and _PLAIN_USER_KEYS.issuperset(user)
+        and type(user.get("id")) is int
+        and type(user.get("is_bot")) is bool
+        and isinstance(user.get("first_name"), str)
+        and all(
+            type(value) is bool if key in _PLAIN_USER_BOOLS else isinstance(value, str)
+            for key, value in user.items()
+            if key != "id"
+        )
+    )
+
+
 SHARED_NOT_OWN = "shared:other"
 """The text a shared contact that is not the sender's own arrives as: never its number."""
 _PHONE = re.compile(r"\+?[0-9]{5,20}")
@@ -234,7 +293,11 @@ def _token(value: str, what: str) -> str:
 
 def _chat_id(chat: Any) -> str:
     """A chat's id as an address: an integer that fits the address columns."""
-    return _fits(str(_int(getattr(chat, "id", None), "chat id")), ADDRESS_MAX, "chat id")
+    return _chat_id_of(getattr(chat, "id", None))
+
+
+def _chat_id_of(value: Any) -> str:
+    return _fits(str(_int(value, "chat id")), ADDRESS_MAX, "chat id")
 
 
 NAME_MAX = 128
@@ -245,9 +308,13 @@ def _person_name(message: Message) -> str:
     user = message.from_user
     if user is None:
         return ""
-    parts = [_opt_str(user.first_name, "first_name"), _opt_str(user.last_name, "last_name")]
+    return _name(user.first_name, user.last_name, user.username)
+
+
+def _name(first: Any, last: Any, username: Any) -> str:
+    parts = [_opt_str(first, "first_name"), _opt_str(last, "last_name")]
     name = " ".join(clean_text(p).strip() for p in parts if p and clean_text(p).strip())
-    username = _opt_str(user.username, "username")
+    username = _opt_str(username, "username")
     if username and clean_text(username).strip():
         name = f"{name} (@{clean_text(username).strip()})" if name else f"@{username}"
     return name[:NAME_MAX]
