@@ -3,7 +3,7 @@ run in one process at a time, send-rate limits shared by every worker, and the h
 health endpoint reads. State lives in :mod:`storage.coordination`; no separate broker.
 
 On SQLite civicbot runs as one process: the lease is always held and rate limits stay in
-memory (:class:`bot.dispatcher.RateLimiter`, :class:`channels.telegram.client.ChatLimiter`).
+memory (:class:`channels.pacing.RateLimiter`, :class:`channels.telegram.client.ChatLimiter`).
 
 Bounds (see docs/scale.md):
 - a lease is renewed every ``ttl / 3`` seconds; when its holder dies, another worker takes it
