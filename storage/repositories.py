@@ -122,36 +122,6 @@ async def lock_identity(
     return identity, contact_row
 
 
-async def lock_existing_identity(
-    session: AsyncSession, *, channel: str, address: str
-) -> tuple[ChannelIdentity, Contact, Conversation | None] | None:
-    """Like :func:`lock_identity` for an address we already know, with its conversation (None
-    before the first); None for an address we don't know.
-
-    The identity row is locked first; the contact and conversation are read after, in one
-    query, so they are what the last holder of the lock committed. (Reading them in the same
-    statement as the lock would not do: on PostgreSQL a ``SELECT ... FOR UPDATE OF`` that
-    waits for the lock re-reads only the locked row, and would return the contact as it was
-    before the wait.)"""
-    query = (
-        select(ChannelIdentity)
-        .where(col(ChannelIdentity.channel) == channel, col(ChannelIdentity.address) == address)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    identity = (await session.execute(query)).scalar_one_or_none()
-    if identity is None:
-        return None
-    rows = await session.execute(
-        select(Contact, Conversation)
-        .outerjoin(Conversation, col(Conversation.identity_id) == identity.id)
-        .where(col(Contact.id) == identity.contact_id)
-        .execution_options(populate_existing=True)
-    )
-    contact, conversation = rows.one()
-    return identity, contact, conversation
-
-
 # The inbound path's statements, built once: Core statements on the tables (no identity map, no
 # unit of work), with bound parameters, so SQLAlchemy computes each one's cache key only once.
 _IDENTITIES: Table = ChannelIdentity.__table__  # type: ignore[attr-defined]
@@ -194,11 +164,16 @@ class Known:
 
 
 async def lock_known(session: AsyncSession, *, channel: str, address: str) -> Known | None:
-    """:func:`lock_existing_identity` for the inbound path, without loading the identity and
-    conversation as ORM objects (the contact is one: flows and actions change it).
+    """Like :func:`lock_identity` for an address we already know, with its contact and its
+    conversation's id and state (None before the first); None for an address we don't know.
+    The identity and conversation are not loaded as ORM objects (the contact is one: flows and
+    actions change it).
 
     The identity row is locked first; the contact and conversation are read after, in one
-    query, so they are what the last holder of the lock committed."""
+    query, so they are what the last holder of the lock committed. (Reading them in the same
+    statement as the lock would not do: on PostgreSQL a ``SELECT ... FOR UPDATE OF`` that
+    waits for the lock re-reads only the locked row, and would return the contact as it was
+    before the wait.)"""
     locked = (
         await session.execute(_LOCK_KNOWN, {"channel": channel, "address": address})
     ).first()
