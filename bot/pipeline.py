@@ -4,7 +4,8 @@ starts for someone.
 For an inbound message:
 
 1. take the in-process lock for the conversation (channel + address), FIFO, so a burst of
-   messages from one person is handled one at a time and in arrival order;
+   messages from one person is handled one at a time and in arrival order; on SQLite, then
+   queue (FIFO) for the process's one writer (see :class:`Pipeline`'s ``one_writer``);
 2. lock the identity row of someone already known (``FOR UPDATE`` on PostgreSQL, so the
    lock holds across processes) and read their contact and conversation state after it;
 3. store the message, unique on (channel, provider id): a redelivery stops here; for
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -164,7 +165,12 @@ class Pipeline:
         default_language: str = "en",
         max_text_chars: int = 2000,
         on_outbox: Callable[[], None] | None = None,
+        one_writer: bool = False,
     ) -> None:
+        """``one_writer`` (SQLite): transactions here take turns on an in-process FIFO lock
+        before they begin. SQLite lets one transaction write at a time, and its own queue is
+        a busy handler that retries after sleeps of up to 100 ms, in no order: with 16
+        webhooks in flight, one could wait seconds while later ones went first."""
         self.sessions = sessions
         self.engine = engine
         self.channels = channels
@@ -174,6 +180,9 @@ class Pipeline:
         self.max_text_chars = max_text_chars
         self.on_outbox = on_outbox
         self.locks = ConversationLocks()
+        self._writer: AbstractAsyncContextManager[Any] = (
+            asyncio.Lock() if one_writer else nullcontext()
+        )
 
     # ---- inbound ----------------------------------------------------------------------------
 
@@ -181,7 +190,12 @@ class Pipeline:
         """Process one inbound message exactly once."""
         channel = self.channels[message.channel]
         key = (message.channel, message.address)
-        async with self.locks.hold(key), self.sessions() as session, session.begin():
+        async with (
+            self.locks.hold(key),
+            self._writer,
+            self.sessions() as session,
+            session.begin(),
+        ):
             result = await self._handle(session, channel, message)
         if result.outbox and self.on_outbox is not None:
             self.on_outbox()
@@ -312,6 +326,7 @@ class Pipeline:
         chosen = self.channels[channel]
         async with (
             self.locks.hold((channel, address)),
+            self._writer,
             self.sessions() as session,
             session.begin(),
         ):

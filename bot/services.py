@@ -220,6 +220,7 @@ def build_services(
         default_language=settings.default_language,
         max_text_chars=settings.max_inbound_chars,
         on_outbox=dispatcher.wake,
+        one_writer=settings.is_sqlite,
     )
     broadcasts = BroadcastService(
         sessions=sessions,

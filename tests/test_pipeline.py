@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from bot.clock import FixedClock
 from bot.services import Services
@@ -106,6 +106,34 @@ async def test_row_lock_serialises_two_processes_on_postgresql(
     assert sorted(keys) == sorted(f"a{k}" for k in range(1, 51))
     await second.close()
     await first.close()
+
+
+async def test_sqlite_writers_take_turns_in_arrival_order(services: Services) -> None:
+    """On SQLite (one process, one writer at a time) transactions queue in arrival order
+    rather than in SQLite's busy handler, which retries after sleeps in no order."""
+    checked_out, most = 0, 0  # connections taken from the pool: one per waiting transaction
+
+    def checkout(*_args: object) -> None:
+        nonlocal checked_out, most
+        checked_out += 1
+        most = max(most, checked_out)
+
+    def checkin(*_args: object) -> None:
+        nonlocal checked_out
+        checked_out -= 1
+
+    event.listen(services.db.sync_engine, "checkout", checkout)
+    event.listen(services.db.sync_engine, "checkin", checkin)
+    results = await asyncio.gather(
+        *(services.pipeline.handle(msg("hi", f"turn-{k}", f"+4477009{k:05d}")) for k in range(24))
+    )
+    assert all(len(r.outbox) == 1 for r in results)
+    assert most == 1
+    async with services.sessions() as s:
+        stored = (
+            await s.execute(select(InboundRow.provider_id).order_by(InboundRow.id))
+        ).scalars()
+        assert list(stored) == [f"turn-{k}" for k in range(24)]
 
 
 async def test_a_failing_action_rolls_back_nothing_else(services: Services) -> None:
