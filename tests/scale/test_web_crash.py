@@ -4,8 +4,9 @@ message (#16).
 A real ``civicbot serve --no-worker`` on PostgreSQL, with the Twilio SMS and Telegram webhooks
 on, gets signed webhooks from many senders at once, each sender walking an onboarding script
 one message at a time (the next only after the last was answered, as a phone does). Once a
-third of them have been answered, the web process group gets SIGKILL while the rest of the
-senders' requests are in flight. Then:
+third of them have been answered, a web process gets SIGKILL while the rest of the senders'
+requests are in flight: the only one (``--workers 1``: its whole process group), or one of
+two (``--workers 2``), while the other goes on answering. Then:
 
 - every acknowledged message (a 200 reached the sender) is stored, once, with its reply
   queued: acknowledgement comes after the commit, and a message is stored with its replies in
@@ -45,7 +46,7 @@ from storage.models import (
 from tests.conftest import load_demo_wards
 from tests.fuzzing import check_database
 from tests.scale.conftest import Builder
-from tests.scale.support import CIVICBOT, free_port, poll
+from tests.scale.support import CIVICBOT, free_port, poll, stop_group
 from tests.sms.conftest import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, PUBLIC_URL, sign
 from tests.telegram.conftest import SECRET as TELEGRAM_SECRET
 from tests.telegram.conftest import TOKEN as TELEGRAM_TOKEN
@@ -132,12 +133,15 @@ def web_env(pg_url: str, port: int) -> dict[str, str]:
     }
 
 
-def start_web(pg_url: str, log: Path, cwd: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``civicbot serve --no-worker`` in its own process group, answering; its base URL."""
+def start_web(
+    pg_url: str, log: Path, cwd: Path, workers: int = 1
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``civicbot serve --no-worker --workers N`` in its own process group, every one of its
+    web processes answering; its base URL."""
     port = free_port()
     with log.open("wb") as out:
         web = subprocess.Popen(
-            [CIVICBOT, "serve", "--no-worker"],
+            [CIVICBOT, "serve", "--no-worker", "--workers", str(workers)],
             env=web_env(pg_url, port),
             cwd=cwd,  # no stray .env is read
             stdout=out,
@@ -146,7 +150,29 @@ def start_web(pg_url: str, log: Path, cwd: Path) -> tuple[subprocess.Popen[bytes
         )
     base = f"http://127.0.0.1:{port}"
     poll(base + "/healthz", lambda r: r.status_code == 200, web)
+    if workers > 1:  # uvicorn's processes share the socket: wait until each one accepts
+        poll(base + "/healthz",
+             lambda r: log.read_text().count("Application startup complete") >= workers,
+             web)  # fmt: skip
     return web, base
+
+
+def web_processes(supervisor: int) -> list[int]:
+    """The web processes uvicorn's supervisor (``serve --workers N``) has started: its
+    children run by multiprocessing's spawn (not its resource tracker)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == supervisor and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return sorted(found)
 
 
 def key(hook: Webhook) -> tuple[str, str]:
@@ -184,9 +210,14 @@ async def stored_ids(build: Builder) -> Counter[tuple[str, str]]:
     return Counter((row.channel, row.provider_id) for row in rows)
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_kill_9_of_a_web_process_loses_no_acknowledged_message(
-    build: Builder, pg_url: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+    build: Builder,
+    pg_url: str,
+    tmp_path: Path,
+    processes: list[subprocess.Popen[bytes]],
+    workers: int,
 ) -> None:
     await load_demo_wards(build("setup"))  # the script's postcode is in a demo ward
     senders = [[sms(s, i) for i in range(len(SCRIPT))] for s in range(SENDERS)] + [
@@ -195,16 +226,21 @@ async def test_kill_9_of_a_web_process_loses_no_acknowledged_message(
     everything = [hook for sender in senders for hook in sender]
     timeout = httpx.Timeout(60.0)
 
-    # 1. Many senders at once; SIGKILL to the web process group mid-stream.
-    web, base = start_web(pg_url, tmp_path / "web-killed.log", tmp_path)
+    # 1. Many senders at once; SIGKILL to a web process mid-stream.
+    web, base = start_web(pg_url, tmp_path / "web-killed.log", tmp_path, workers)
     processes.append(web)
     answers: dict[tuple[str, str], int | None] = {}
     killed = []
+    victims = web_processes(web.pid)[:1] if workers > 1 else []
+    assert victims or workers == 1, "uvicorn started no web process"
 
     def kill_when_enough() -> None:
         acknowledged = sum(1 for status in answers.values() if status == 200)
         if acknowledged == KILL_AFTER:  # the other senders' requests are in flight now
-            os.killpg(web.pid, signal.SIGKILL)
+            if victims:
+                os.kill(victims[0], signal.SIGKILL)  # one of two; the other goes on
+            else:
+                os.killpg(web.pid, signal.SIGKILL)
             killed.append(acknowledged)
 
     async with httpx.AsyncClient(timeout=timeout) as client:
@@ -212,8 +248,13 @@ async def test_kill_9_of_a_web_process_loses_no_acknowledged_message(
             *(walk(client, base, sender, answers, kill_when_enough) for sender in senders)
         )
     assert killed, f"never killed: answers {Counter(answers.values())}"
-    web.communicate(timeout=30)
-    assert web.returncode == -signal.SIGKILL
+    if victims:
+        # The survivor answered the senders it was serving to the end of their scripts.
+        assert sum(1 for status in answers.values() if status == 200) > KILL_AFTER
+        stop_group(web)
+    else:
+        web.communicate(timeout=30)
+        assert web.returncode == -signal.SIGKILL
     acknowledged = {k for k, status in answers.items() if status == 200}
     unanswered = {k for k, status in answers.items() if status is None}
     assert set(answers.values()) <= {200, None}, Counter(answers.values())  # no 4xx/5xx
@@ -240,13 +281,14 @@ async def test_kill_9_of_a_web_process_loses_no_acknowledged_message(
     assert all(row.contact_id is not None and row.id in replied for row in inbound)
     await check_database(services)
     print(  # noqa: T201 (-s shows it)
-        f"\nkilled after {len(acknowledged)} of {len(everything)} acknowledged; "
+        f"\nkilled {'one of ' if victims else ''}{workers} web process(es) after {killed[0]} "
+        f"acknowledged; {len(acknowledged)} of {len(everything)} acknowledged in all; "
         f"{len(unanswered)} in flight got no answer, {len(committed_unacknowledged)} of "
         f"them committed before the kill; {len(everything) - len(answers)} not yet sent"
     )
 
-    # 2. A fresh web process; every request delivered again, each sender's in order.
-    web, base = start_web(pg_url, tmp_path / "web-fresh.log", tmp_path)
+    # 2. Fresh web processes; every request delivered again, each sender's in order.
+    web, base = start_web(pg_url, tmp_path / "web-fresh.log", tmp_path, workers)
     processes.append(web)
     again: dict[tuple[str, str], int | None] = {}
     reference = [[sms(SENDERS, i) for i in range(len(SCRIPT))],
