@@ -8,14 +8,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import NullPool
 from sqlmodel import SQLModel
 
 from bot.clock import FixedClock
 from bot.services import Services
 from storage import repositories as repo
-from storage.db import current_revision, head_revision
+from storage.db import IDLE_PING_SECONDS, create_engine, current_revision, head_revision
 from storage.models import (
     Answer,
     ChannelIdentity,
@@ -242,3 +243,23 @@ async def test_a_report_held_while_the_send_is_recorded_is_not_missed(
         left = list((await s.execute(select(HeldDeliveryReport))).scalars())
     assert final is not None and final.status == OutboxStatus.DELIVERED
     assert left == []
+
+
+async def test_a_pooled_connection_the_server_dropped_is_replaced(postgres_url: str) -> None:
+    """PostgreSQL restarted, or a proxy closed an idle connection: the next transaction
+    gets a live connection rather than an error (pooled connections idle for a while are
+    pinged before use)."""
+    engine = create_engine(postgres_url)
+    try:
+        async with engine.connect() as conn:
+            dropped = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        admin = create_engine(postgres_url, poolclass=NullPool)
+        async with admin.connect() as conn:
+            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": dropped})
+        await admin.dispose()
+        await asyncio.sleep(IDLE_PING_SECONDS + 0.2)
+        async with engine.connect() as conn:
+            now = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        assert now != dropped
+    finally:
+        await engine.dispose()
