@@ -27,7 +27,10 @@ def _data(name: str) -> Path:
 
 
 # (file, rule) pairs compared with pabutools in every test run: pabutools needs at most a few
-# seconds for each. SLOW pairs (pabutools: up to ~25 s each) run in CI (or with PB_SLOW=1).
+# seconds for each. SLOW pairs (pabutools: up to ~25 s each on a quick machine, several times
+# that on a slow one) run in CI (or with PB_SLOW=1). Wieliczka's Add1 is not among them:
+# pabutools took ~80 s on one machine and over 300 s on a slower one; its Add1 result is
+# checked against the official selection and by ADD1_ENDPOINT below.
 # pabutools' whole Add1 on Toulouse, Bielany and Warsaw 2026 takes many minutes to hours:
 # there ADD1_ENDPOINT below checks our result, and bench/tally.py times it.
 SMALL = [
@@ -54,7 +57,6 @@ SLOW_PAIRS = [
     ("Poland_Warszawa_2020_Bielany", "phragmen"),
     ("Poland_Swiecie_2023", "mes-add1"),
     ("US_Stanford_Dataset_PB_Cambridge_2019_vote_approvals", "mes-add1"),
-    ("Poland_Wieliczka_2023_Green_Budget", "mes-add1"),  # pabutools: ~80 s
     ("Poland_Warszawa_2026", "greedy"),
     ("Poland_Warszawa_2026", "mes"),
     ("Poland_Warszawa_2026", "phragmen"),
@@ -81,6 +83,7 @@ def test_matches_pabutools(name: str, rule: Rule, tie_break: TieBreak) -> None:
 
 
 @pytest.mark.skipif(not RUN_SLOW, reason="slow pabutools comparison: set PB_SLOW=1 (runs in CI)")
+@pytest.mark.timeout(600)  # pabutools' pure Python, on whatever machine CI has
 @pytest.mark.parametrize(("name", "rule"), SLOW_PAIRS)
 def test_matches_pabutools_slow(name: str, rule: Rule) -> None:
     _compare(name, rule, "cost-votes")
