@@ -70,8 +70,8 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
     hand out a new one (PostgreSQL restarted, or a proxy closed idle connections).
 
     SQLAlchemy's ``pool_pre_ping`` pings on every checkout: with asyncpg that is three round
-    trips (begin, ``;``, rollback) and 0.35 to 0.7 ms of CPU on each transaction, a sixth
-    of a webhook's whole database cost. Connections in steady use need no ping; one that
+    trips (begin, ``;``, rollback) and 0.35 to 0.7 ms of CPU on each transaction, about a
+    tenth of a webhook's CPU (docs/scale.md). Connections in steady use need no ping; one that
     breaks while in use is invalidated by SQLAlchemy, with the rest of the pool, when its
     error is seen."""
 
